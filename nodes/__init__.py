@@ -1,0 +1,14 @@
+"""Quickstep's ComfyUI nodes: thin V3 classes that validate inputs, call the torch modules and report."""
+
+from __future__ import annotations
+
+from comfy_api.latest import ComfyExtension, io
+
+from .turbo import TurboKSampler, TurboSampler, TurboScheduler
+
+NODES: list[type[io.ComfyNode]] = [TurboScheduler, TurboSampler, TurboKSampler]
+
+
+class QuickstepExtension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return list(NODES)
