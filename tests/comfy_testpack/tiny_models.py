@@ -42,10 +42,10 @@ def _flux_config() -> dict:
     return cfg
 
 
-def model_config(family: str):
-    """The `supported_models` config object of a tiny model of `family`."""
+def model_config(family: str, **unet_overrides):
+    """The `supported_models` config object of a tiny model of `family` (UNet families take config overrides)."""
     if family == "sd1":
-        cfg = comfy.supported_models.SD15(dict(_UNET))
+        cfg = comfy.supported_models.SD15(dict(_UNET, **unet_overrides))
     elif family == "sd2v":
         cfg = comfy.supported_models.SD20(dict(_UNET))
         cfg.model_type = lambda state_dict, prefix="": comfy.model_base.ModelType.V_PREDICTION
@@ -82,14 +82,16 @@ def init_weights_(module: torch.nn.Module, seed: int) -> None:
                 b.copy_(torch.randn(b.shape, generator=gen) * 0.02)
 
 
-def build_model(family: str, seed: int = 0, disable_dynamic: bool = False) -> comfy.model_patcher.ModelPatcher:
+def build_model(family: str, seed: int = 0, disable_dynamic: bool = False,
+                **unet_overrides) -> comfy.model_patcher.ModelPatcher:
     """A ModelPatcher around a tiny diffusion model of `family`, the same for the same seed."""
-    model = model_config(family).get_model({})
+    model = model_config(family, **unet_overrides).get_model({})
     init_weights_(model.diffusion_model, seed)
     mp = comfy.model_patcher.ModelPatcher(model, comfy.model_management.get_torch_device(),
                                           comfy.model_management.unet_offload_device())
     if hasattr(mp, "cached_patcher_init"):  # v0.15+: lets clone(force_deepcopy=True) rebuild the weights
-        mp.cached_patcher_init = (build_model, (family, seed))
+        mp.cached_patcher_init = (lambda *a, disable_dynamic=False: build_model(*a, **unet_overrides),
+                                  (family, seed))
     return mp
 
 
