@@ -25,7 +25,7 @@ def host_status(host) -> str:
 
 @pytest.fixture(scope="session")
 def server(pin):
-    srv = start_server(pin, with_test_pack=True)
+    srv = start_server(pin, with_test_pack=True, extra_args=("--preview-method", "latent2rgb"))
     srv.host_status_before = host_status(srv.host)
     srv.start()
     yield srv

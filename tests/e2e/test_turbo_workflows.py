@@ -46,7 +46,8 @@ def test_turbo_ksampler_with_cfg(server):
                      latent_image=latent.out(0), seed=1, steps=4, cfg=2.0, eta_mode="manual", eta=0.5, denoise=1.0)
     result = save_and_check(server, g, ckpt, sampled, "turbo_ksampler")
     values = [p["value"] for p in result.of_type("progress") if p["node"] == sampled.id]
-    assert values[-1] == 4
+    assert values == [1, 2, 3, 4]
+    assert result.previews == 4  # one latent preview frame per step
 
 
 def test_scheduler_in_sampler_custom_advanced(server):
