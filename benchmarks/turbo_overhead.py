@@ -4,7 +4,10 @@ For 1 and 4 steps on one SD1-shaped UNet, times (median of interleaved repeats, 
   ours  - QuickstepTurboKSampler (schedule + sampler rule + core's guider/conds/noise path)
   bare  - the same number of bare `apply_model` calls (the floor: the model calls any sampler must make)
   core  - core SamplerCustom + SDTurboScheduler + euler_ancestral
-and the FLOPs of one model call (torch's FlopCounterMode), so the floor is also stated in FLOPs.
+and the FLOPs of one model call (torch's FlopCounterMode), so the floor is also stated in FLOPs. On the CPU the clock
+is this process's CPU time, so other processes on a shared machine inflate it less than wall time would. Hooks on
+the diffusion model also time the model calls inside each run, giving the overhead outside the model in the same
+execution (immune to drift between runs).
 
     ~/.cache/quickstep/venv/bin/python benchmarks/turbo_overhead.py [--repeats 15] [--size 32]
 """
@@ -52,6 +55,20 @@ def main() -> None:
     latent = {"samples": torch.zeros(1, 4, args.size, args.size)}
     device = mm.get_torch_device()
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    clock = time.perf_counter if device.type == "cuda" else time.process_time
+    inside = {"t": 0.0, "start": 0.0}
+
+    def enter(module, inputs):
+        sync()
+        inside["start"] = clock()
+
+    def leave(module, inputs, output):
+        sync()
+        inside["t"] += clock() - inside["start"]
+
+    net = model.model.diffusion_model
+    net.register_forward_pre_hook(enter)
+    net.register_forward_hook(leave)
 
     def ours(steps):
         TurboKSampler.execute(model, cond, cond, latent, 0, steps, 1.0, "auto", 1.0, 1.0)
@@ -80,33 +97,39 @@ def main() -> None:
         rows = []
         for steps in (1, 4):
             times = {name: [] for name in runners}
+            outside = {name: [] for name in runners}
             for fn in runners.values():  # warm-up
                 fn(steps)
             for _ in range(args.repeats):
                 for name, fn in runners.items():  # interleaved, so drift hits all three alike
                     sync()
-                    start = time.perf_counter()
+                    inside["t"] = 0.0
+                    start = clock()
                     fn(steps)
                     sync()
-                    times[name].append(time.perf_counter() - start)
-            rows.append((steps, times))
+                    total = clock() - start
+                    times[name].append(total)
+                    outside[name].append((total - inside["t"]) / inside["t"])
+            rows.append((steps, times, outside))
 
     def stat(values):
         q = statistics.quantiles(values, n=4)
         return statistics.median(values), q[0], q[2]
 
-    device_name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {args.threads} thread(s)"
+    device_name = (torch.cuda.get_device_name() if device.type == "cuda"
+                   else f"CPU, {args.threads} thread(s), process CPU time")
     lines = [f"Device: {device_name}; SD1-shaped UNet, model_channels {args.channels}, latent {args.size}x{args.size}, "
              f"{sum(p.numel() for p in model.model.diffusion_model.parameters()) / 1e6:.2f} M params, "
              f"{flops / 1e9:.3f} GFLOP per model call; median of {args.repeats} interleaved runs [IQR].", "",
              "| steps | bare model calls (floor) | Quickstep Turbo KSampler | core SamplerCustom + SDTurboScheduler + "
-             "euler_ancestral | ours / bare | ours / core | floor throughput |",
-             "|---|---|---|---|---|---|---|"]
-    for steps, times in rows:
+             "euler_ancestral | ours / bare | ours / core | time outside the model: ours, core | floor throughput |",
+             "|---|---|---|---|---|---|---|---|"]
+    for steps, times, outside in rows:
         (b, b1, b3), (o, o1, o3), (c, c1, c3) = stat(times["bare"]), stat(times["ours"]), stat(times["core"])
         lines.append(f"| {steps} | {b * 1e3:.1f} ms [{b1 * 1e3:.1f}-{b3 * 1e3:.1f}] | {o * 1e3:.1f} ms "
                      f"[{o1 * 1e3:.1f}-{o3 * 1e3:.1f}] | {c * 1e3:.1f} ms [{c1 * 1e3:.1f}-{c3 * 1e3:.1f}] | "
-                     f"{o / b:.3f} | {o / c:.3f} | {steps * flops / b / 1e9:.1f} GFLOP/s |")
+                     f"{o / b:.3f} | {o / c:.3f} | {statistics.median(outside['ours']):.1%}, "
+                     f"{statistics.median(outside['core']):.1%} | {steps * flops / b / 1e9:.1f} GFLOP/s |")
     text = "\n".join(lines) + "\n"
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
