@@ -1,0 +1,60 @@
+"""Plumbing shared by the `toyworld.train_*` scripts (run from the repository root as modules)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+LOGS = Path(__file__).resolve().parent / "logs"
+
+
+def setup(name: str, argv=None, **defaults) -> tuple[argparse.Namespace, "Curve"]:
+    """Parse `--key value` overrides of `defaults`, seed everything, bring in the pinned ComfyUI host."""
+    parser = argparse.ArgumentParser(prog=f"python -m toyworld.{name}")
+    for key, value in defaults.items():
+        parser.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value)
+    parser.add_argument("--out", type=str, default="", help="weights directory (default: toyworld/weights)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads) if hasattr(args, "threads") else None
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    root = Path(__file__).resolve().parent.parent
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from host.inprocess import import_host
+    from host.locate import find_host
+
+    import_host(find_host("current"))
+    return args, Curve(name, vars(args))
+
+
+class Curve:
+    """Loss curve: one JSON line per logged step in toyworld/logs/<name>.jsonl, plus a line on stdout."""
+
+    def __init__(self, name: str, config: dict):
+        LOGS.mkdir(exist_ok=True)
+        self.path = LOGS / f"{name}.jsonl"
+        self.file = open(self.path, "w")
+        self.start = time.time()
+        self.log(event="config", **config)
+
+    def log(self, **fields) -> None:
+        fields["t"] = round(time.time() - self.start, 1)
+        line = json.dumps(fields)
+        self.file.write(line + "\n")
+        self.file.flush()
+        print(line, flush=True)
+
+
+def cosine_lr(step: int, total: int, peak: float, warmup: int = 100) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    return peak * 0.5 * (1 + np.cos(np.pi * min(1.0, (step - warmup) / max(1, total - warmup))))

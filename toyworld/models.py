@@ -1,0 +1,176 @@
+"""The toy model family, built with ComfyUI's own classes: SD1-style UNet, SD1 CLIP text tower, 8x KL VAE.
+
+Needs ComfyUI importable (inside the host, or after `host.inprocess.import_host`). The weights live in
+`toyworld/weights/`: `unet.safetensors`, `vae.safetensors`, and `clip/` (a transformers `CLIPModel` directory,
+config.json + model.safetensors, whose `text_model.*` and `text_projection.weight` load unchanged into ComfyUI's
+`SD1ClipModel`). `SHA256SUMS` records every file's hash; `load_*` check them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+WEIGHTS = Path(__file__).resolve().parent / "weights"
+HASHES = WEIGHTS / "SHA256SUMS"
+UNET_FILE, VAE_FILE, CLIP_DIR = "unet.safetensors", "vae.safetensors", "clip"
+
+#: SD1-style UNet on 8x8x4 latents (64x64 images); context 32 = the CLIP text width
+UNET_CONFIG = {"image_size": 8, "in_channels": 4, "out_channels": 4, "model_channels": 64, "num_res_blocks": [1, 1],
+               "channel_mult": [1, 2], "transformer_depth": [1, 1], "transformer_depth_output": [1, 1, 1, 1],
+               "transformer_depth_middle": 1, "use_spatial_transformer": True, "legacy": False, "context_dim": 32,
+               "use_linear_in_transformer": True, "adm_in_channels": None, "use_temporal_attention": False,
+               "use_temporal_resblock": False}
+#: 8x down KL autoencoder: 64x64 RGB <-> 8x8x4, so EmptyLatentImage(64, 64) is the right latent as in SD1
+VAE_DDCONFIG = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 32,
+                "ch_mult": [1, 1, 1, 1], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0}
+#: text tower, also merged into ComfyUI's SD1 CLIP-L config (projection must equal hidden: Comfy's is square)
+CLIP_TEXT = {"hidden_size": 32, "intermediate_size": 128, "num_attention_heads": 2, "num_hidden_layers": 3,
+             "projection_dim": 32}
+CLIP_VISION = {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 2, "num_hidden_layers": 3,
+               "image_size": 64, "patch_size": 8, "num_channels": 3}
+VOCAB, BOS, EOS, MAX_LEN = 49408, 49406, 49407, 77
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def recorded_hashes() -> dict[str, str]:
+    out = {}
+    if HASHES.is_file():
+        for line in HASHES.read_text().splitlines():
+            if line.strip():
+                digest, name = line.split(maxsplit=1)
+                out[name.strip()] = digest
+    return out
+
+
+def record_hash(name: str) -> None:
+    """Write `name`'s (relative to weights/) current hash into SHA256SUMS."""
+    hashes = recorded_hashes()
+    hashes[name] = sha256(WEIGHTS / name)
+    HASHES.write_text("".join(f"{d}  {n}\n" for n, d in sorted(hashes.items())))
+
+
+def checked(name: str) -> Path:
+    """The path of shipped file `name`, after checking it against its recorded SHA-256."""
+    path = WEIGHTS / name
+    if not path.is_file():
+        raise FileNotFoundError(f"toy weights {path} are missing; retrain with `python -m toyworld.train_all`.")
+    want = recorded_hashes().get(name)
+    if want is None or sha256(path) != want:
+        raise ValueError(f"toy weights {path} do not match their SHA-256 in {HASHES}; restore them from git or "
+                         f"retrain (`python -m toyworld.train_all`).")
+    return path
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    import safetensors.torch
+
+    return {k: v.float() for k, v in safetensors.torch.load_file(str(path)).items()}
+
+
+# ------------------------------------------------------------------- UNet
+
+def unet_config():
+    import comfy.supported_models
+
+    cfg = comfy.supported_models.SD15(dict(UNET_CONFIG))
+    cfg.set_inference_dtype(torch.float32, None)
+    return cfg
+
+
+def build_unet_model():
+    """A fresh (untrained, uninitialised) `comfy.model_base.BaseModel` of the toy config."""
+    return unet_config().get_model({})
+
+
+def load_unet(path: Path | None = None):
+    """MODEL (ModelPatcher) with the shipped UNet weights."""
+    import comfy.model_management
+    import comfy.model_patcher
+
+    model = build_unet_model()
+    sd = _load_safetensors(path or checked(UNET_FILE))
+    missing, unexpected = model.diffusion_model.load_state_dict(sd, strict=True), None
+    del missing, unexpected
+    mp = comfy.model_patcher.ModelPatcher(model, comfy.model_management.get_torch_device(),
+                                          comfy.model_management.unet_offload_device())
+    if hasattr(mp, "cached_patcher_init"):  # v0.15+: lets clone(force_deepcopy=True) rebuild the weights
+        mp.cached_patcher_init = (_load_unet_again, (str(path) if path else None,))
+    return mp
+
+
+def _load_unet_again(path, disable_dynamic=False):
+    return load_unet(Path(path) if path else None)
+
+
+# -------------------------------------------------------------------- VAE
+
+def build_vae(sd: dict | None = None):
+    """`comfy.sd.VAE` of the toy config; weights from `sd` (a state dict of `first_stage_model`) when given."""
+    import comfy.sd
+
+    logger = logging.getLogger()
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # ComfyUI warns about every key of an empty state dict
+    try:
+        vae = comfy.sd.VAE(sd=sd or {}, config={"params": {"embed_dim": 4, "ddconfig": dict(VAE_DDCONFIG)}})
+    finally:
+        logger.setLevel(level)
+    return vae
+
+
+def load_vae(path: Path | None = None):
+    return build_vae(_load_safetensors(path or checked(VAE_FILE)))
+
+
+# ------------------------------------------------------------------- CLIP
+
+def build_clip():
+    import comfy.sd
+    import comfy.sd1_clip
+    import comfy.supported_models_base
+
+    target = comfy.supported_models_base.ClipTarget(comfy.sd1_clip.SD1Tokenizer, comfy.sd1_clip.SD1ClipModel)
+    return comfy.sd.CLIP(target=target, model_options={"clip_l_model_config": dict(CLIP_TEXT)})
+
+
+def text_state_dict(hf_sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The keys of a transformers CLIPModel state dict that ComfyUI's CLIP text model takes (same names)."""
+    return {k: v for k, v in hf_sd.items() if k.startswith("text_model.") or k == "text_projection.weight"}
+
+
+def load_clip(directory: Path | None = None):
+    """CLIP (ComfyUI) whose text model carries the toy CLIP's text tower."""
+    if directory is None:
+        checked(f"{CLIP_DIR}/config.json")
+        path = checked(f"{CLIP_DIR}/model.safetensors")
+    else:
+        path = Path(directory) / "model.safetensors"
+    clip = build_clip()
+    sd = text_state_dict(_load_safetensors(path))
+    missing, _ = clip.load_sd(sd)
+    missing = [k for k in missing if "position_ids" not in k]
+    if missing:
+        raise ValueError(f"toy CLIP text weights lack {missing[:5]}")
+    return clip
+
+
+def clip_dir() -> Path:
+    checked(f"{CLIP_DIR}/config.json")
+    checked(f"{CLIP_DIR}/model.safetensors")
+    return WEIGHTS / CLIP_DIR
+
+
+def config_summary() -> str:
+    return json.dumps({"unet": UNET_CONFIG, "vae": VAE_DDCONFIG, "clip_text": CLIP_TEXT, "clip_vision": CLIP_VISION})

@@ -1,0 +1,98 @@
+"""Train the toy 8x KL autoencoder on training scenes: `python -m toyworld.train_vae` (about 11 min on 1 core).
+
+Loss: L1 + MSE on pixels in [-1, 1] plus a small KL term. Afterwards the latent scale is folded into the 1x1
+quant/post-quant convolutions so that latents x 0.18215 (SD1's latent format) have unit standard deviation.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from toyworld import _train, scenes
+
+
+def main(argv=None):
+    args, curve = _train.setup("train_vae", argv, seed=0, steps=1500, batch=16, crop=32, lr=2e-3, kl=1e-6,
+                               data=6000, threads=1, minutes=11.0)
+    from toyworld import models
+
+    imgs, _ = scenes.dataset(args.data, seed=args.seed + 100)
+    data = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1
+    vae = models.build_vae()
+    fsm = vae.first_stage_model.float().train()
+    torch.manual_seed(args.seed)
+    for name, p in fsm.named_parameters():  # Comfy's ops skip reset_parameters(): initialise explicitly
+        with torch.no_grad():
+            if p.ndim >= 2:
+                torch.nn.init.kaiming_normal_(p, nonlinearity="linear")
+                p.mul_(0.5 if "conv_out" not in name else 0.1)
+            elif name.endswith("bias"):
+                p.zero_()
+            else:
+                p.fill_(1.0)
+    opt = torch.optim.Adam(fsm.parameters(), lr=args.lr)
+    gen = torch.Generator().manual_seed(args.seed)
+    deadline = time.time() + args.minutes * 60
+    step = 0
+    for step in range(args.steps):
+        for g in opt.param_groups:
+            g["lr"] = _train.cosine_lr(step, args.steps, args.lr)
+        x = data[torch.randint(0, len(data), (args.batch,), generator=gen)]
+        if args.crop < scenes.SIZE:  # fully convolutional: random crops teach the same local job 4x cheaper
+            i, j = torch.randint(0, scenes.SIZE - args.crop + 1, (2,), generator=gen).tolist()
+            x = x[:, :, i:i + args.crop, j:j + args.crop]
+        moments = fsm.quant_conv(fsm.encoder(x))
+        mean, logvar = moments.chunk(2, dim=1)
+        logvar = logvar.clamp(-30, 20)
+        z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=gen)
+        rec = fsm.decoder(fsm.post_quant_conv(z))
+        l1 = (rec - x).abs().mean()
+        mse = ((rec - x) ** 2).mean()
+        kl = 0.5 * (mean ** 2 + logvar.exp() - 1 - logvar).sum(dim=(1, 2, 3)).mean()
+        loss = l1 + mse + args.kl * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(fsm.parameters(), 1.0)
+        opt.step()
+        if step % 50 == 0 or step == args.steps - 1:
+            curve.log(step=step, loss=round(loss.item(), 5), l1=round(l1.item(), 5), mse=round(mse.item(), 5),
+                      kl=round(kl.item(), 2), lr=opt.param_groups[0]["lr"])
+        if time.time() > deadline:
+            curve.log(event="time budget reached", step=step)
+            break
+    fsm.eval()
+    with torch.no_grad():
+        mean = torch.cat([fsm.quant_conv(fsm.encoder(data[i:i + 256])).chunk(2, dim=1)[0]
+                          for i in range(0, min(2048, len(data)), 256)])
+        std = mean.std().item()
+        scale = (1 / 0.18215) / std  # latents * 0.18215 ~ unit std, as the SD1 latent format expects
+        c = fsm.embed_dim
+        fsm.quant_conv.weight[:c] *= scale
+        fsm.quant_conv.bias[:c] *= scale
+        fsm.quant_conv.bias[c:] += 2 * np.log(scale)  # logvar of the scaled posterior
+        fsm.post_quant_conv.weight /= scale
+        check = fsm.quant_conv(fsm.encoder(data[:256])).chunk(2, dim=1)[0]
+        rec = fsm.decoder(fsm.post_quant_conv(check))
+        val_mse = ((rec - data[:256]) ** 2).mean().item()
+    curve.log(event="done", latent_std_before=std, latent_std_after=check.std().item(), val_mse=val_mse, steps=step + 1)
+    save(fsm, args.out)
+
+
+def save(fsm, out: str = "") -> None:
+    import safetensors.torch
+
+    from toyworld import models
+
+    path = (models.Path(out) if out else models.WEIGHTS) / models.VAE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().contiguous().float() for k, v in fsm.state_dict().items()}
+    safetensors.torch.save_file(sd, str(path), metadata={"format": "pt", "toyworld": "vae"})
+    if not out:
+        models.record_hash(models.VAE_FILE)
+
+
+if __name__ == "__main__":
+    main()
