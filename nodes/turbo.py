@@ -10,6 +10,8 @@ import latent_preview
 from comfy_api.latest import io
 
 from ..samplers import grid, schedule
+
+_grid = grid  # `grid` is also an input name of TurboScheduler
 from ..samplers.turbo import sample_turbo
 from .compat import ADVANCED, schema
 
@@ -99,6 +101,18 @@ class TurboScheduler(io.ComfyNode):
             ],
             outputs=[io.Sigmas.Output(tooltip="steps + 1 descending sigmas ending in 0.")],
         )
+
+    @classmethod
+    def validate_inputs(cls, steps=None, denoise=None, grid=None, custom_timesteps=None):
+        """Checks what does not need the model before the queue runs; the model's range is checked in execute."""
+        try:
+            if custom_timesteps and custom_timesteps.strip():
+                _grid.parse_custom(custom_timesteps)
+            elif None not in (steps, denoise, grid):
+                _grid.fractions(steps, denoise, grid)
+        except ValueError as e:
+            return str(e)
+        return True
 
     @classmethod
     def execute(cls, model, steps, denoise, grid=grid.TRAILING, custom_timesteps="") -> io.NodeOutput:

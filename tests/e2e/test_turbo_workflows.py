@@ -87,3 +87,20 @@ def test_bad_eta_rejected_before_running(server):
     with pytest.raises(PromptRejected) as err:
         server.run(g.to_api())
     assert "eta" in str(err.value)
+
+
+@pytest.mark.parametrize("inputs,message", [
+    ({"custom_timesteps": "249, 499"}, "strictly decreasing"),
+    ({"grid": "add_demo", "steps": 4, "denoise": 0.3}, "at most 3 steps"),
+])
+def test_bad_schedule_rejected_before_running(server, inputs, message):
+    g, ckpt, pos, neg, latent = tiny_text_to_image("sd1")
+    sigmas = g.node("QuickstepTurboScheduler", **{"model": ckpt.out(0), "steps": 2, "denoise": 1.0,
+                                                   "grid": "trailing", "custom_timesteps": "", **inputs})
+    sampler = g.node("QuickstepTurboSampler", eta_mode="auto", eta=1.0, s_noise=1.0)
+    sampled = g.node("SamplerCustom", model=ckpt.out(0), add_noise=True, noise_seed=0, cfg=1.0, positive=pos.out(0),
+                     negative=neg.out(0), sampler=sampler.out(0), sigmas=sigmas.out(0), latent_image=latent.out(0))
+    g.node("PreviewImage", images=g.node("VAEDecode", samples=sampled.out(0), vae=ckpt.out(2)).out(0))
+    with pytest.raises(PromptRejected) as err:
+        server.run(g.to_api())
+    assert message in str(err.value)
