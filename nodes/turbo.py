@@ -9,9 +9,8 @@ import comfy.utils
 import latent_preview
 from comfy_api.latest import io
 
-from ..samplers import grid, schedule
-
-_grid = grid  # `grid` is also an input name of TurboScheduler
+from ..samplers import grid as timestep_grid  # `grid` is an input name of TurboScheduler
+from ..samplers import schedule
 from ..samplers.turbo import sample_turbo
 from .compat import ADVANCED, schema
 
@@ -23,7 +22,7 @@ def _model_sampling(model):
     return model.get_model_object("model_sampling")
 
 
-def make_sigmas(model, steps: int, denoise: float, spacing: str = grid.TRAILING, custom_timesteps: str = ""):
+def make_sigmas(model, steps: int, denoise: float, spacing: str = timestep_grid.TRAILING, custom_timesteps: str = ""):
     ms = _model_sampling(model)
     if custom_timesteps.strip():
         return schedule.custom_sigmas(ms, custom_timesteps)
@@ -55,7 +54,7 @@ class TurboKSAMPLER(comfy.samplers.KSAMPLER):
 
 
 def _steps_input():
-    return io.Int.Input("steps", default=1, min=grid.MIN_STEPS, max=grid.MAX_STEPS,
+    return io.Int.Input("steps", default=1, min=timestep_grid.MIN_STEPS, max=timestep_grid.MAX_STEPS,
                         tooltip="Number of model calls. Distilled turbo models use 1-4; up to 8 allowed.")
 
 
@@ -90,7 +89,7 @@ class TurboScheduler(io.ComfyNode):
                                                 "onto it) defines the sigmas."),
                 _steps_input(),
                 _denoise_input(),
-                io.Combo.Input("grid", options=list(grid.SPACINGS), default=grid.TRAILING, **ADVANCED,
+                io.Combo.Input("grid", options=list(timestep_grid.SPACINGS), default=timestep_grid.TRAILING, **ADVANCED,
                                tooltip="trailing: the grid LADD students, SDXL-Lightning, DMD2 and diffusers' "
                                        "SD-Turbo use (4 steps: 999, 749, 499, 249). add_demo: Stability's ADD demo "
                                        "and core SDTurboScheduler spacing (999, 899, 799, 699)."),
@@ -107,15 +106,15 @@ class TurboScheduler(io.ComfyNode):
         """Checks what does not need the model before the queue runs; the model's range is checked in execute."""
         try:
             if custom_timesteps and custom_timesteps.strip():
-                _grid.parse_custom(custom_timesteps)
+                timestep_grid.parse_custom(custom_timesteps)
             elif None not in (steps, denoise, grid):
-                _grid.fractions(steps, denoise, grid)
+                timestep_grid.fractions(steps, denoise, grid)
         except ValueError as e:
             return str(e)
         return True
 
     @classmethod
-    def execute(cls, model, steps, denoise, grid=grid.TRAILING, custom_timesteps="") -> io.NodeOutput:
+    def execute(cls, model, steps, denoise, grid=timestep_grid.TRAILING, custom_timesteps="") -> io.NodeOutput:
         return io.NodeOutput(make_sigmas(model, steps, denoise, grid, custom_timesteps or ""))
 
 
