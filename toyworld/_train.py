@@ -51,10 +51,28 @@ class Curve:
         line = json.dumps(fields)
         self.file.write(line + "\n")
         self.file.flush()
-        print(line, flush=True)
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
 
-def cosine_lr(step: int, total: int, peak: float, warmup: int = 100) -> float:
+def cosine_lr(step: int, total: int, peak: float, warmup: int = 100, time_fraction: float = 0.0) -> float:
+    """Linear warm-up, then cosine decay over whichever runs out first: the steps or the time budget."""
     if step < warmup:
         return peak * (step + 1) / warmup
-    return peak * 0.5 * (1 + np.cos(np.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+    progress = max((step - warmup) / max(1, total - warmup), time_fraction)
+    return peak * 0.5 * (1 + np.cos(np.pi * min(1.0, progress)))
+
+
+class Budget:
+    """Wall-clock budget of a training run: `fraction` used so far, `over` once spent."""
+
+    def __init__(self, minutes: float):
+        self.start, self.seconds = time.time(), minutes * 60
+
+    @property
+    def fraction(self) -> float:
+        return (time.time() - self.start) / self.seconds
+
+    @property
+    def over(self) -> bool:
+        return self.fraction >= 1.0

@@ -81,13 +81,15 @@ def detect(image) -> list[Detection]:
     found = []
     for ci, color in enumerate(names):
         comps, n = ndimage.label(label == ci)
-        for k in range(1, n + 1):
+        sizes = np.bincount(comps.ravel(), minlength=n + 1)
+        for k, box in enumerate(ndimage.find_objects(comps), start=1):
+            if box is None or sizes[k] < MIN_AREA // 2:  # cheap pre-filter; holes only add area
+                continue
             mask = ndimage.binary_fill_holes(comps == k)
             area = int(mask.sum())
             if area < MIN_AREA:
                 continue
-            ys, xs = np.nonzero(mask)
-            x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
+            (y0, y1), (x0, x1) = [(sl.start, sl.stop) for sl in box]
             cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
             r = ((x1 - x0) + (y1 - y0)) / 4
             best, best_iou = None, 0.0

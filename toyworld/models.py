@@ -19,9 +19,9 @@ WEIGHTS = Path(__file__).resolve().parent / "weights"
 HASHES = WEIGHTS / "SHA256SUMS"
 UNET_FILE, VAE_FILE, CLIP_DIR = "unet.safetensors", "vae.safetensors", "clip"
 
-#: SD1-style UNet on 8x8x4 latents (64x64 images); context 32 = the CLIP text width
-UNET_CONFIG = {"image_size": 8, "in_channels": 4, "out_channels": 4, "model_channels": 64, "num_res_blocks": [1, 1],
-               "channel_mult": [1, 2], "transformer_depth": [1, 1], "transformer_depth_output": [1, 1, 1, 1],
+#: SD1-style UNet on 8x8x4 latents (64x64 images), 1.7M parameters; context 32 = the CLIP text width
+UNET_CONFIG = {"image_size": 8, "in_channels": 4, "out_channels": 4, "model_channels": 32, "num_res_blocks": [1, 1, 1],
+               "channel_mult": [1, 2, 2], "transformer_depth": [1, 1, 1], "transformer_depth_output": [1] * 6,
                "transformer_depth_middle": 1, "use_spatial_transformer": True, "legacy": False, "context_dim": 32,
                "use_linear_in_transformer": True, "adm_in_channels": None, "use_temporal_attention": False,
                "use_temporal_resblock": False}

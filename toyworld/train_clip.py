@@ -11,7 +11,6 @@ Prompts repeat inside a batch, so the loss contrasts each image with the batch's
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import torch
@@ -67,11 +66,11 @@ def main(argv=None):
     labels = torch.tensor([index[p.text] for p in ps])
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     gen = torch.Generator().manual_seed(args.seed)
-    deadline = time.time() + args.minutes * 60
+    budget = _train.Budget(args.minutes)
     step = 0
     for step in range(args.steps):
         for g in opt.param_groups:
-            g["lr"] = _train.cosine_lr(step, args.steps, args.lr)
+            g["lr"] = _train.cosine_lr(step, args.steps, args.lr, time_fraction=budget.fraction)
         pick = torch.randint(0, len(pixels), (args.batch,), generator=gen)
         lab = labels[pick]
         uniq, inverse = torch.unique(lab, return_inverse=True)
@@ -91,7 +90,7 @@ def main(argv=None):
             acc = (logits.argmax(1) == inverse).float().mean().item()
             curve.log(step=step, loss=round(loss.item(), 4), acc=round(acc, 3), lr=opt.param_groups[0]["lr"],
                       logit_scale=round(model.logit_scale.exp().item(), 2))
-        if time.time() > deadline:
+        if budget.over:
             curve.log(event="time budget reached", step=step)
             break
     model.eval()

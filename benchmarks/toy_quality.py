@@ -1,0 +1,72 @@
+"""Toy-GenEval quality of the shipped toy teacher on the held-out prompts, as a markdown table.
+
+    ~/.cache/quickstep/venv/bin/python benchmarks/toy_quality.py            # writes benchmarks/results/toy_quality.md
+
+Rows: the teacher at 25 steps with CFG (core euler / normal, what KSampler runs) and at 1, 2 and 4 steps with the
+Turbo schedule (Quickstep's Turbo sigmas + sampler through SamplerCustom's code path), same CFG. Each held-out prompt
+is sampled `--images` times (seeds fixed); scores come from the analytic evaluator (toyworld/evaluate.py), never from
+the reward. Real scenes of the same prompts are the ceiling row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+import harness  # noqa: E402
+
+harness.register_pack()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=4, help="images per held-out prompt")
+    parser.add_argument("--cfg", type=float, default=4.0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "toy_quality.md"))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    harness.setup_inprocess_host("current")
+
+    from quickstep.toyworld import evaluate, generate, models, scenes
+
+    model, clip, vae = models.load_unet(), models.load_clip(), models.load_vae()
+    prompts = scenes.heldout_prompts()
+    rows = []
+    real = [evaluate.score(scenes.make_scene(p, 50_000 + k).image, p) for p in prompts for k in range(args.images)]
+    rows.append(("real scenes (ceiling)", "-", evaluate.summarize(real), 0.0))
+    configs = [("teacher, euler/normal + CFG", 25, "core"), ("teacher, Turbo schedule", 1, "turbo"),
+               ("teacher, Turbo schedule", 2, "turbo"), ("teacher, Turbo schedule", 4, "turbo")]
+    for name, steps, schedule in configs:
+        t0 = time.time()
+        results = []
+        for i, p in enumerate(prompts):
+            imgs = generate.sample(model, clip, vae, p.text, seed=1000 + i, batch=args.images, steps=steps,
+                                   cfg=args.cfg, schedule=schedule)
+            results += [evaluate.score(img, p) for img in imgs]
+        rows.append((name, str(steps), evaluate.summarize(results), time.time() - t0))
+        print(f"{name} {steps}: {rows[-1][2]['overall']:.3f}", flush=True)
+    cats = list(scenes.CATEGORIES)
+    lines = [f"Toy-GenEval on the {len(prompts)} held-out prompts x {args.images} images (CFG {args.cfg}, CPU, "
+             f"torch threads {args.threads}).", "",
+             "| model | steps | overall | " + " | ".join(c.replace("_", " ") for c in cats) + " | seconds |",
+             "|---|---|---|" + "---|" * len(cats) + "---|"]
+    for name, steps, s, secs in rows:
+        lines.append(f"| {name} | {steps} | **{s['overall']:.3f}** | " + " | ".join(f"{s[c]:.2f}" for c in cats)
+                     + f" | {secs:.0f} |")
+    table = "\n".join(lines) + "\n"
+    print(table)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("# Toy-world quality\n\nCommand: `~/.cache/quickstep/venv/bin/python "
+                              "benchmarks/toy_quality.py`\n\n" + table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""Train the toy SD1-style UNet teacher: `python -m toyworld.train_unet` (30 min on one core).
+
+Needs the trained VAE and CLIP (toyworld/weights). Latents of training scenes and the CLIP text embeddings of every
+training prompt (and of the empty prompt) are computed once through ComfyUI's own VAE and CLIP objects, exactly as
+VAEEncode/CLIPTextEncode would; then the UNet learns epsilon prediction on SD1's discrete schedule (ComfyUI's
+`model_sampling`), with 10% caption dropout to the empty prompt's embedding so classifier-free guidance works.
+The EMA of the weights is what ships.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import torch
+
+from toyworld import _train, scenes
+
+
+@torch.no_grad()
+def encode_latents(vae, imgs, batch: int = 256) -> torch.Tensor:
+    """Model-space latents (VAE mean x SD1 scale 0.18215) of uint8 images [n, 64, 64, 3]."""
+    fsm = vae.first_stage_model.float().eval()
+    out = []
+    for i in range(0, len(imgs), batch):
+        x = torch.from_numpy(imgs[i:i + batch]).permute(0, 3, 1, 2).float() / 127.5 - 1
+        out.append(fsm.quant_conv(fsm.encoder(x)).chunk(2, dim=1)[0] * 0.18215)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def encode_texts(clip, texts: list[str]) -> torch.Tensor:
+    return torch.cat([clip.encode_from_tokens(clip.tokenize(t)) for t in texts]).float()
+
+
+def init_(module: torch.nn.Module) -> None:
+    """torch's default-style init (Comfy's ops skip reset_parameters())."""
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if p.ndim >= 2:
+                bound = p[0].numel() ** -0.5
+                torch.nn.init.uniform_(p, -bound, bound)
+            elif name.endswith("bias"):
+                p.zero_()
+            else:
+                p.fill_(1.0)
+
+
+def main(argv=None):
+    args, curve = _train.setup("train_unet", argv, seed=0, steps=8000, batch=64, lr=1e-3, data=12000, dropout=0.1,
+                               ema=0.999, threads=1, minutes=30.0, weights="")
+    from toyworld import models
+
+    src = models.Path(args.weights) if args.weights else None
+    vae = models.load_vae(src / models.VAE_FILE if src else None)
+    clip = models.load_clip(src / models.CLIP_DIR if src else None)
+    t0 = time.time()
+    imgs, ps = scenes.dataset(args.data, seed=args.seed + 300)
+    latents = encode_latents(vae, imgs)
+    texts = sorted({p.text for p in scenes.train_prompts()})
+    index = {t: i for i, t in enumerate(texts)}
+    conds = encode_texts(clip, texts + [""])  # last row: the empty prompt (dropout / CFG negative)
+    labels = torch.tensor([index[p.text] for p in ps])
+    curve.log(event="cached", latents=list(latents.shape), latent_std=latents.std().item(), texts=len(texts),
+              seconds=round(time.time() - t0, 1))
+
+    model = models.build_unet_model()
+    dm = model.diffusion_model.float()
+    torch.manual_seed(args.seed)
+    init_(dm)
+    dm.requires_grad_(True).train()
+    ema = copy.deepcopy(dm).eval().requires_grad_(False)
+    sigmas = model.model_sampling.sigmas.float()
+    opt = torch.optim.AdamW(dm.parameters(), lr=args.lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(args.seed)
+    budget = _train.Budget(args.minutes)
+    total = args.steps
+    step, running = 0, None
+    for step in range(total):
+        lr = _train.cosine_lr(step, total, args.lr, warmup=200, time_fraction=budget.fraction)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        pick = torch.randint(0, len(latents), (args.batch,), generator=gen)
+        x0 = latents[pick]
+        lab = labels[pick].clone()
+        lab[torch.rand(args.batch, generator=gen) < args.dropout] = len(texts)
+        ctx = conds[lab]
+        t = torch.randint(0, len(sigmas), (args.batch,), generator=gen)
+        sigma = sigmas[t].view(-1, 1, 1, 1)
+        noise = torch.randn(x0.shape, generator=gen)
+        xc = (x0 + sigma * noise) / (sigma ** 2 + 1).sqrt()  # BaseModel's calculate_input for eps models
+        eps = dm(xc, timesteps=t.float(), context=ctx)
+        loss = ((eps - noise) ** 2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(dm.parameters(), 1.0)
+        opt.step()
+        decay = min(args.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, p in zip(ema.parameters(), dm.parameters(), strict=True):
+                pe.lerp_(p, 1 - decay)
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        if step % 50 == 0 or step == total - 1:
+            curve.log(step=step, loss=round(loss.item(), 5), smooth=round(running, 5), lr=lr)
+        if budget.over:
+            curve.log(event="time budget reached", step=step)
+            break
+    curve.log(event="done", steps=step + 1)
+    save(ema, args.out)
+
+
+def save(dm, out: str = "") -> None:
+    import safetensors.torch
+
+    from toyworld import models
+
+    path = (models.Path(out) if out else models.WEIGHTS) / models.UNET_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().contiguous().half() for k, v in dm.state_dict().items()}  # fp16 on disk: 3.5 MB
+    safetensors.torch.save_file(sd, str(path), metadata={"format": "pt", "toyworld": "unet"})
+    if not out:
+        models.record_hash(models.UNET_FILE)
+
+
+if __name__ == "__main__":
+    main()
