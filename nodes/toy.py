@@ -1,0 +1,133 @@
+"""Toy-world nodes: the shipped tiny text-to-image family, its CLIP reward, and the GenEval-style evaluator."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import torch
+from comfy_api.latest import io
+
+from ..toyworld import evaluate, scenes
+from .compat import schema
+
+log = logging.getLogger("quickstep")
+
+CATEGORY = "quickstep/toy"
+RewardModel = io.Custom("REWARD_MODEL")
+_EXAMPLE = "a photo of a red circle and a blue square"
+
+
+class ToyCheckpoint(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return schema(
+            node_id="QuickstepToyCheckpoint",
+            display_name="Toy Checkpoint (64x64 shapes)",
+            category=CATEGORY,
+            search_aliases=["toy model", "tiny model", "toy world", "demo checkpoint"],
+            description="The tiny text-to-image family shipped with Quickstep (a few MB, trained on 64x64 scenes of "
+                        "red/green/blue/yellow circles, squares and triangles): an SD1-style UNet teacher, its "
+                        "CLIP text encoder and an 8x VAE. Runs through core nodes on any CPU in seconds. Use "
+                        "EmptyLatentImage 64x64 and prompts like '" + _EXAMPLE + "'.",
+            inputs=[
+                io.Combo.Input("model", options=["teacher"], default="teacher",
+                               tooltip="Which toy diffusion model to load. teacher: the 25-step SD1-style UNet "
+                                       "trained with caption dropout (use CFG ~3-5)."),
+            ],
+            outputs=[
+                io.Model.Output(display_name="MODEL", tooltip="The toy UNet (SD1 eps-prediction schedule)."),
+                io.Clip.Output(display_name="CLIP", tooltip="The toy CLIP text encoder (ComfyUI's SD1 tokenizer)."),
+                io.Vae.Output(display_name="VAE", tooltip="The toy 8x KL VAE: 64x64 images <-> 8x8x4 latents."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, model="teacher") -> io.NodeOutput:
+        if model != "teacher":
+            raise ValueError(f"model must be 'teacher'; got {model!r}.")
+        from ..toyworld import models
+
+        return io.NodeOutput(models.load_unet(), models.load_clip(), models.load_vae())
+
+
+class ToyReward(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return schema(
+            node_id="QuickstepToyReward",
+            display_name="Toy CLIP Reward",
+            category=CATEGORY,
+            search_aliases=["toy reward", "clip score toy"],
+            description="The toy CLIP (both towers, trained contrastively on the toy scenes) as a differentiable "
+                        "CLIP-score REWARD_MODEL, for ReNO and reward-guided nodes on the toy model. It is not the "
+                        "evaluator: Toy Evaluate scores with a separate analytic detector.",
+            inputs=[],
+            outputs=[RewardModel.Output(display_name="REWARD_MODEL",
+                                        tooltip="CLIP-score reward: higher when the image matches the prompt.")],
+        )
+
+    @classmethod
+    def execute(cls) -> io.NodeOutput:
+        return io.NodeOutput(load_toy_reward())
+
+
+def load_toy_reward(device=None):
+    """The toy CLIP as a reward: through `reward/`'s CLIP loader (`load_reward(..., kind="clip")`)."""
+    from ..reward.loading import load_reward
+    from ..toyworld import models
+
+    return load_reward(models.clip_dir(), kind="clip", device=device, dtype="fp32")
+
+
+class ToyEvaluate(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return schema(
+            node_id="QuickstepToyEvaluate",
+            display_name="Toy Evaluate (GenEval-style)",
+            category=CATEGORY,
+            search_aliases=["geneval", "toy eval", "toy score"],
+            is_output_node=True,
+            description="Scores toy images against a toy-grammar prompt the GenEval way with an analytic detector "
+                        "(colour segmentation + shape templates), independent of every reward. Categories: single "
+                        "object, two objects, counting, colours, position, colour attribution. An output node: it runs and "
+                        "shows its score even when nothing consumes its outputs.",
+            inputs=[
+                io.Image.Input("images", tooltip="Decoded toy images (any batch size; resampled to 64x64)."),
+                io.String.Input("prompt", default=_EXAMPLE, multiline=False,
+                                tooltip="A prompt of the toy grammar, e.g. 'a photo of two circles', 'a photo of a "
+                                        "green triangle above a square' (shapes circle/square/triangle; colours "
+                                        "red/green/blue/yellow; left of/right of/above/below)."),
+            ],
+            outputs=[
+                io.Float.Output(display_name="score", tooltip="Fraction of the images that pass (GenEval accuracy)."),
+                io.String.Output(display_name="details", tooltip="JSON: category, pass/fail per image, and what "
+                                                                 "the detector found."),
+            ],
+        )
+
+    @classmethod
+    def validate_inputs(cls, prompt=None):
+        if prompt is not None:
+            try:
+                scenes.parse_prompt(prompt)
+            except ValueError as e:
+                return str(e)
+        return True
+
+    @classmethod
+    def execute(cls, images: torch.Tensor, prompt: str) -> io.NodeOutput:
+        if images.ndim != 4 or images.shape[-1] < 3:
+            raise ValueError(f"images must be an IMAGE batch [B, H, W, 3]; got shape {tuple(images.shape)}. Connect "
+                             "VAEDecode's output.")
+        p = scenes.parse_prompt(prompt)
+        results = [evaluate.score(img.float().cpu().numpy(), p) for img in images]
+        score = sum(r.passed for r in results) / len(results)
+        details = {"prompt": p.text, "category": p.category, "score": score,
+                   "images": [r.as_dict() for r in results]}
+        log.info("[quickstep] toy evaluate %r: %.2f (%d images)", p.text, score, len(results))
+        return io.NodeOutput(score, json.dumps(details), ui={"text": [f"{p.category}: {score:.2f}"]})
+
+
+TOY_NODES: list[type[io.ComfyNode]] = [ToyCheckpoint, ToyReward, ToyEvaluate]
