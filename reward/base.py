@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ..samplers.differentiable import materialize_
 from .preprocess import CLIP_MEAN, CLIP_STD, check_images, to_pixel_values
 
 log = logging.getLogger("quickstep")
@@ -55,23 +56,6 @@ def checkpoint_layers(layers: Iterable[nn.Module]) -> int:
         layer._quickstep_checkpointed = True
         count += 1
     return count
-
-
-def make_autograd_safe(module: nn.Module) -> int:
-    """Replace inference tensors (weights created or moved while ComfyUI ran a node under `torch.inference_mode()`)
-    by normal copies, which autograd may save for backward. Returns how many tensors were replaced."""
-    replaced = 0
-    with torch.inference_mode(False):
-        for sub in module.modules():
-            for name, param in list(sub._parameters.items()):
-                if param is not None and param.is_inference():
-                    sub._parameters[name] = nn.Parameter(param.detach().clone(), requires_grad=False)
-                    replaced += 1
-            for name, buf in list(sub._buffers.items()):
-                if buf is not None and buf.is_inference():
-                    sub._buffers[name] = buf.clone()
-                    replaced += 1
-    return replaced
 
 
 class RewardModule(nn.Module):
@@ -160,7 +144,7 @@ class Reward:
             with torch.inference_mode(False):
                 required = int(self.parameter_bytes() * self.activation_factor * max(batch, 1))
                 mm.load_models_gpu([self.patcher], memory_required=required, force_full_load=True)
-        if make_autograd_safe(self.module):
+        if materialize_(self.module):
             log.debug("[quickstep] %s: re-materialised inference-mode weights for autograd", self.name)
         return self.device
 

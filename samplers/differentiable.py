@@ -57,17 +57,22 @@ def _save_copy(tensor):
     return tensor.clone() if tensor.grad_fn is not None else tensor
 
 
-def _materialize_(module: torch.nn.Module, skip: set[str]) -> None:
-    """Re-create inference-mode parameters and buffers (outside `skip`) as normal tensors, in place."""
+def materialize_(module: torch.nn.Module, skip: set[str] = frozenset()) -> int:
+    """Re-create inference-mode parameters and buffers (outside `skip`) as normal tensors, in place, so autograd
+    may save them. Returns how many were replaced."""
+    replaced = 0
     with torch.inference_mode(False):  # a clone made inside inference mode would be an inference tensor again
         for name, param in list(module.named_parameters()):
             if name not in skip and param.is_inference():
                 owner, attr = _owner(module, name)
                 owner._parameters[attr] = torch.nn.Parameter(param.clone(), requires_grad=False)
+                replaced += 1
         for name, buf in list(module.named_buffers()):
             if buf is not None and buf.is_inference():
                 owner, attr = _owner(module, name)
                 owner._buffers[attr] = buf.clone()
+                replaced += 1
+    return replaced
 
 
 def _owner(module: torch.nn.Module, name: str):
@@ -98,7 +103,7 @@ def grad_ready(patcher, root: str = ""):
             wrapped.add(key)
     target = model.get_submodule(root) if root else model
     prefix = f"{root}." if root else ""
-    _materialize_(target, {k[len(prefix):] for k in wrapped if k.startswith(prefix)})
+    materialize_(target, {k[len(prefix):] for k in wrapped if k.startswith(prefix)})
     return mp
 
 
