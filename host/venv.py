@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import venv
@@ -25,7 +26,7 @@ def _requirement_lines(path: Path) -> list[str]:
     lines = []
     for raw in path.read_text().splitlines():
         line = raw.split("#", 1)[0].strip()
-        name = line.split("=")[0].split(">")[0].split("<")[0].split("~")[0].split("[")[0].strip().lower()
+        name = re.split(r"[<>=!~\[; ]", line, maxsplit=1)[0].lower()
         if line and name not in _SUPPLIED:
             lines.append(line)
     return lines
