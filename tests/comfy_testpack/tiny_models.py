@@ -47,7 +47,7 @@ def model_config(family: str, **unet_overrides):
     if family == "sd1":
         cfg = comfy.supported_models.SD15(dict(_UNET, **unet_overrides))
     elif family == "sd2v":
-        cfg = comfy.supported_models.SD20(dict(_UNET))
+        cfg = comfy.supported_models.SD20(dict(_UNET, **unet_overrides))
         cfg.model_type = lambda state_dict, prefix="": comfy.model_base.ModelType.V_PREDICTION
     elif family == "sdxl":
         cfg = comfy.supported_models.SDXL(dict(_UNET, context_dim=64, adm_in_channels=32 + 6 * 256,
@@ -123,6 +123,8 @@ def build_vae(latent_channels: int, seed: int = 2) -> comfy.sd.VAE:
     return vae
 
 
-def build_family(family: str, seed: int = 0):
-    """(MODEL, CLIP, VAE) of a tiny `family` model."""
-    return build_model(family, seed), build_clip(family, seed + 1), build_vae(16 if family in ("sd3", "flux") else 4, seed + 2)
+def build_family(family: str, seed: int = 0, channels: int = 32):
+    """(MODEL, CLIP, VAE) of a tiny `family` model; `channels` widens the SD1-style UNets."""
+    unet = {"model_channels": channels} if family in ("sd1", "sd2v") and channels != 32 else {}
+    return (build_model(family, seed, **unet), build_clip(family, seed + 1),
+            build_vae(16 if family in ("sd3", "flux") else 4, seed + 2))

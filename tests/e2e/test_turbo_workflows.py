@@ -2,7 +2,7 @@
 
 import pytest
 
-from graphs import tiny_text_to_image
+from graphs import Graph, tiny_text_to_image
 from host.server import PromptRejected
 
 
@@ -104,3 +104,28 @@ def test_bad_schedule_rejected_before_running(server, inputs, message):
     with pytest.raises(PromptRejected) as err:
         server.run(g.to_api())
     assert message in str(err.value)
+
+
+def test_interrupt_stops_within_one_step(server):
+    """POST /interrupt (the UI's Cancel) after the first step's progress: the sampler stops at the next step."""
+    g = Graph()
+    ckpt = g.node("QuickstepTestTinyCheckpoint", family="sd1", seed=0, channels=128)  # ~0.2 s a step here
+    pos = g.node("CLIPTextEncode", clip=ckpt.out(1), text="a red circle")
+    latent = g.node("EmptyLatentImage", width=256, height=256, batch_size=1)
+    sampled = g.node("QuickstepTurboKSampler", model=ckpt.out(0), positive=pos.out(0), negative=pos.out(0),
+                     latent_image=latent.out(0), seed=0, steps=8, cfg=1.0, eta_mode="auto", eta=1.0, denoise=1.0)
+    g.node("PreviewImage", images=g.node("VAEDecode", samples=sampled.out(0), vae=ckpt.out(2)).out(0))
+
+    cancelled_at = []
+
+    def cancel_on_first_progress(msg, srv):
+        data = msg["data"]
+        if msg["type"] == "progress" and data["node"] == sampled.id and not cancelled_at and data["value"] < 8:
+            cancelled_at.append(data["value"])
+            srv.interrupt()
+
+    result = server.run(g.to_api(), on_message=cancel_on_first_progress)
+    assert result.status == "interrupted"
+    steps_done = max(p["value"] for p in result.of_type("progress") if p["node"] == sampled.id)
+    # the interrupt lands during the next step at the latest, and the step after it never starts
+    assert steps_done <= cancelled_at[0] + 1 < 8
