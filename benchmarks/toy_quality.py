@@ -5,7 +5,7 @@
 Rows: the teacher at 25 steps with CFG (core euler / normal, what KSampler runs) and at 1, 2 and 4 steps with the
 Turbo schedule (Quickstep's Turbo sigmas + sampler through SamplerCustom's code path), same CFG. Each held-out prompt
 is sampled `--images` times (seeds fixed); scores come from the analytic evaluator (toyworld/evaluate.py), never from
-the reward. Real scenes of the same prompts are the ceiling row.
+the reward. Two ceiling rows: real scenes of the same prompts, and the same scenes through the toy VAE.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,7 +42,14 @@ def main(argv=None):
     prompts = scenes.heldout_prompts()
     rows = []
     real = [evaluate.score(scenes.make_scene(p, 50_000 + k).image, p) for p in prompts for k in range(args.images)]
-    rows.append(("real scenes (ceiling)", "-", evaluate.summarize(real), 0.0))
+    rows.append(("real scenes (evaluator ceiling)", "-", evaluate.summarize(real), 0.0))
+    with torch.no_grad():  # what any model in this latent space can reach at best: scenes through encode + decode
+        imgs = torch.from_numpy(np.stack([scenes.make_scene(p, 50_000 + k).image for p in prompts
+                                          for k in range(args.images)]))
+        rec = vae.decode(vae.encode(imgs)).reshape(-1, 64, 64, 3).float().clamp(0, 1).numpy()
+    pairs = [p for p in prompts for _ in range(args.images)]
+    rows.append(("real scenes through the toy VAE (latent ceiling)", "-",
+                 evaluate.summarize(evaluate.score(r, p) for r, p in zip(rec, pairs, strict=True)), 0.0))
     configs = [("teacher, euler/normal + CFG", 25, "core"), ("teacher, Turbo schedule", 1, "turbo"),
                ("teacher, Turbo schedule", 2, "turbo"), ("teacher, Turbo schedule", 4, "turbo")]
     for name, steps, schedule in configs:

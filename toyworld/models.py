@@ -84,7 +84,12 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
 def unet_config():
     import comfy.supported_models
 
-    cfg = comfy.supported_models.SD15(dict(UNET_CONFIG))
+    class ToySD15(comfy.supported_models.SD15):
+        """SD1.5 with 16-channel attention heads (SD1.5's fixed 8 heads would be 4 channels wide at this size)."""
+
+        unet_extra_config = {"num_heads": -1, "num_head_channels": 16}
+
+    cfg = ToySD15(dict(UNET_CONFIG))
     cfg.set_inference_dtype(torch.float32, None)
     return cfg
 
@@ -101,8 +106,8 @@ def load_unet(path: Path | None = None):
 
     model = build_unet_model()
     sd = _load_safetensors(path or checked(UNET_FILE))
-    missing, unexpected = model.diffusion_model.load_state_dict(sd, strict=True), None
-    del missing, unexpected
+    model.diffusion_model.load_state_dict(sd, strict=True)
+    model.diffusion_model.requires_grad_(False)
     mp = comfy.model_patcher.ModelPatcher(model, comfy.model_management.get_torch_device(),
                                           comfy.model_management.unet_offload_device())
     if hasattr(mp, "cached_patcher_init"):  # v0.15+: lets clone(force_deepcopy=True) rebuild the weights
@@ -131,7 +136,9 @@ def build_vae(sd: dict | None = None):
 
 
 def load_vae(path: Path | None = None):
-    return build_vae(_load_safetensors(path or checked(VAE_FILE)))
+    vae = build_vae(_load_safetensors(path or checked(VAE_FILE)))
+    vae.first_stage_model.requires_grad_(False)  # frozen, as loaded checkpoints are (gradients still reach inputs)
+    return vae
 
 
 # ------------------------------------------------------------------- CLIP

@@ -1,4 +1,4 @@
-"""Train the toy CLIP contrastively on training scenes: `python -m toyworld.train_clip` (about 8 min on 1 core).
+"""Train the toy CLIP contrastively on training scenes: `python -m toyworld.train_clip` (10 min on one core).
 
 A transformers `CLIPModel` (text: vocab 49408 with ComfyUI's bundled SD1 tokenizer's ids, BOS 49406, EOS = pad 49407,
 77 positions, quick_gelu, as ComfyUI's CLIP-L; vision: a 64x64 ViT with 8x8 patches). Saved as a transformers
@@ -51,8 +51,8 @@ def preprocess(images_uint8: np.ndarray) -> torch.Tensor:
 
 
 def main(argv=None):
-    args, curve = _train.setup("train_clip", argv, seed=0, steps=1500, batch=64, lr=1e-3, data=8000, threads=1,
-                               minutes=9.0)
+    args, curve = _train.setup("train_clip", argv, seed=0, steps=3000, batch=64, lr=1e-3, data=8000, threads=1,
+                               minutes=10.0)
     from transformers import CLIPModel
 
     torch.manual_seed(args.seed)

@@ -2,6 +2,14 @@
 
 Loss: L1 + MSE on pixels in [-1, 1] plus a small KL term. Afterwards the latent scale is folded into the 1x1
 quant/post-quant convolutions so that latents x 0.18215 (SD1's latent format) have unit standard deviation.
+
+The shipped VAE is three phases (logs train_vae_phase1/2/3.jsonl); the third trains only the decoder, so the
+latents the UNet was trained on do not change:
+    python -m toyworld.train_vae --run train_vae_phase1
+    python -m toyworld.train_vae --run train_vae_phase2 --init toyworld/weights/vae.safetensors --lr 6e-4 \
+        --minutes 14 --seed 1 --steps 3000
+    python -m toyworld.train_vae --run train_vae_phase3 --init toyworld/weights/vae.safetensors --lr 4e-4 \
+        --minutes 20 --seed 2 --steps 5000 --decoder-only 1
 """
 
 from __future__ import annotations
@@ -13,8 +21,9 @@ from toyworld import _train, scenes
 
 
 def main(argv=None):
-    args, curve = _train.setup("train_vae", argv, seed=0, steps=2000, batch=8, crop=32, lr=1e-3, kl=1e-6,
-                               data=6000, threads=1, minutes=16.0)
+    args, curve = _train.setup(_name(argv), argv, seed=0, steps=2000, batch=8, crop=32, lr=1e-3, kl=1e-6,
+                               data=6000, threads=1, minutes=16.0, init="", run="train_vae",
+                               decoder_only=0)
     from toyworld import models
 
     imgs, _ = scenes.dataset(args.data, seed=args.seed + 100)
@@ -31,7 +40,16 @@ def main(argv=None):
                 p.zero_()
             else:
                 p.fill_(1.0)
-    opt = torch.optim.Adam(fsm.parameters(), lr=args.lr)
+    if args.init:  # continue from saved weights (a second phase; see the module docstring)
+        import safetensors.torch
+
+        fsm.load_state_dict(safetensors.torch.load_file(args.init))
+        curve.log(event="init", path=args.init)
+    if args.decoder_only:  # latents stay exactly as they are (a UNet trained on them stays valid)
+        fsm.encoder.requires_grad_(False)
+        fsm.quant_conv.requires_grad_(False)
+    params = [p for p in fsm.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=args.lr)
     gen = torch.Generator().manual_seed(args.seed)
     budget = _train.Budget(args.minutes)
     step = 0
@@ -53,7 +71,7 @@ def main(argv=None):
         loss = l1 + mse + args.kl * kl
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(fsm.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         if step % 50 == 0 or step == args.steps - 1:
             curve.log(step=step, loss=round(loss.item(), 5), l1=round(l1.item(), 5), mse=round(mse.item(), 5),
@@ -66,7 +84,7 @@ def main(argv=None):
         mean = torch.cat([fsm.quant_conv(fsm.encoder(data[i:i + 256])).chunk(2, dim=1)[0]
                           for i in range(0, min(2048, len(data)), 256)])
         std = mean.std().item()
-        scale = (1 / 0.18215) / std  # latents * 0.18215 ~ unit std, as the SD1 latent format expects
+        scale = 1.0 if args.decoder_only else (1 / 0.18215) / std  # latents * 0.18215 ~ unit std (SD1 format)
         c = fsm.embed_dim
         fsm.quant_conv.weight[:c] *= scale
         fsm.quant_conv.bias[:c] *= scale
@@ -77,6 +95,14 @@ def main(argv=None):
         val_mse = ((rec - data[:256]) ** 2).mean().item()
     curve.log(event="done", latent_std_before=std, latent_std_after=check.std().item(), val_mse=val_mse, steps=step + 1)
     save(fsm, args.out)
+
+
+def _name(argv) -> str:
+    """The log's name: --run when given (phase 2 logs apart from phase 1)."""
+    import sys
+
+    argv = sys.argv[1:] if argv is None else argv
+    return argv[argv.index("--run") + 1] if "--run" in argv else "train_vae"
 
 
 def save(fsm, out: str = "") -> None:

@@ -23,7 +23,7 @@ def test_masks_are_exact_and_objects_match_the_prompt():
         s = scenes.make_scene(p, i)
         want = p.count if p.category == "counting" else len(p.objects)
         assert len(s.objects) == len(s.masks) == want
-        for (shape, color, *_), m in zip(s.objects, s.masks, strict=True):
+        for (_, color, *_), m in zip(s.objects, s.masks, strict=True):
             assert m.sum() > 40
             pixels = s.image[m]
             assert np.abs(pixels - np.array(scenes.RGB[color])).max() <= 0.05 + 1e-6  # object pixels: its colour
