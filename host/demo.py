@@ -1,4 +1,4 @@
-"""The main job: run every shipped `workflows/toy_*.json` headless through a real ComfyUI on the embedded toy model.
+"""The main job: run every shipped `workflows/api/toy_*.json` headless through a real ComfyUI on the embedded toy model.
 
     python3 -m host demo                      # via the README command (sets up the host and venv first)
     python -m host.demo --host PATH [--output DIR] [--only NAME]
@@ -18,13 +18,13 @@ from pathlib import Path
 from .locate import PACK_ROOT
 from .server import ComfyServer
 
-WORKFLOWS = PACK_ROOT / "workflows"
+WORKFLOWS = PACK_ROOT / "workflows" / "api"  # API format (the template browser reads UI format only)
 
 
 def run_demo(host: Path, output: Path, only: str | None = None) -> int:
     flows = sorted(p for p in WORKFLOWS.glob("toy_*.json") if only is None or only in p.stem)
     if not flows:
-        print(f"[quickstep] no workflows/toy_*.json{f' matching {only!r}' if only else ''} to run", file=sys.stderr)
+        print(f"[quickstep] no workflows/api/toy_*.json{f' matching {only!r}' if only else ''} to run", file=sys.stderr)
         return 1
     failures = 0
     with ComfyServer(host) as server:

@@ -1,4 +1,4 @@
-"""Every shipped `workflows/toy_*.json` runs through a real server on the shipped toy weights: images come back and
+"""Every shipped `workflows/api/toy_*.json` runs through a real server on the shipped toy weights: images come back and
 the toy evaluator reports a score."""
 
 import json
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-TOY_WORKFLOWS = sorted((Path(__file__).resolve().parents[2] / "workflows").glob("toy_*.json"))
+TOY_WORKFLOWS = sorted((Path(__file__).resolve().parents[2] / "workflows" / "api").glob("toy_*.json"))
 
 
 def test_toy_workflows_are_shipped():

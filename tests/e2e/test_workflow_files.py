@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-WORKFLOWS = sorted((Path(__file__).resolve().parents[2] / "workflows").glob("*.json"))
+WORKFLOWS = sorted((Path(__file__).resolve().parents[2] / "workflows" / "api").glob("*.json"))
 MODEL_FILE = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".gguf", ".bin")
 
 
