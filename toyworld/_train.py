@@ -76,3 +76,16 @@ class Budget:
     @property
     def over(self) -> bool:
         return self.fraction >= 1.0
+
+
+def init_(module: torch.nn.Module) -> None:
+    """torch's default-style init (Comfy's ops skip reset_parameters())."""
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if p.ndim >= 2:
+                bound = p[0].numel() ** -0.5
+                torch.nn.init.uniform_(p, -bound, bound)
+            elif name.endswith("bias"):
+                p.zero_()
+            else:
+                p.fill_(1.0)

@@ -33,19 +33,6 @@ def encode_texts(clip, texts: list[str]) -> torch.Tensor:
     return torch.cat([clip.encode_from_tokens(clip.tokenize(t)) for t in texts]).float()
 
 
-def init_(module: torch.nn.Module) -> None:
-    """torch's default-style init (Comfy's ops skip reset_parameters())."""
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if p.ndim >= 2:
-                bound = p[0].numel() ** -0.5
-                torch.nn.init.uniform_(p, -bound, bound)
-            elif name.endswith("bias"):
-                p.zero_()
-            else:
-                p.fill_(1.0)
-
-
 def main(argv=None):
     args, curve = _train.setup("train_unet", argv, seed=0, steps=8000, batch=64, lr=1e-3, data=12000, dropout=0.1,
                                ema=0.999, threads=1, minutes=30.0, weights="")
@@ -67,7 +54,7 @@ def main(argv=None):
     model = models.build_unet_model()
     dm = model.diffusion_model.float()
     torch.manual_seed(args.seed)
-    init_(dm)
+    _train.init_(dm)
     dm.requires_grad_(True).train()
     ema = copy.deepcopy(dm).eval().requires_grad_(False)
     sigmas = model.model_sampling.sigmas.float()

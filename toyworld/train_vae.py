@@ -31,15 +31,7 @@ def main(argv=None):
     vae = models.build_vae()
     fsm = vae.first_stage_model.float().train()
     torch.manual_seed(args.seed)
-    for name, p in fsm.named_parameters():  # Comfy's ops skip reset_parameters(): initialise explicitly
-        with torch.no_grad():
-            if p.ndim >= 2:  # torch's default conv init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
-                bound = p[0].numel() ** -0.5
-                torch.nn.init.uniform_(p, -bound, bound)
-            elif name.endswith("bias"):
-                p.zero_()
-            else:
-                p.fill_(1.0)
+    _train.init_(fsm)  # Comfy's ops skip reset_parameters(): initialise explicitly
     if args.init:  # continue from saved weights (a second phase; see the module docstring)
         import safetensors.torch
 
