@@ -245,12 +245,15 @@ def read_med_config(weights: Path) -> dict | None:
 
 
 def load_bert_tokenizer(folder: Path):
-    """BERT uncased WordPiece tokenizer from `folder` (or its `bert-base-uncased/` subfolder)."""
-    from transformers import BertTokenizer
+    """BERT uncased WordPiece tokenizer from `folder` (or its `bert-base-uncased/` subfolder): vocab.txt, or the fast
+    tokenizer's tokenizer.json alone (the slow BertTokenizer cannot read that)."""
+    from transformers import BertTokenizer, BertTokenizerFast
 
     for candidate in (folder, folder / "bert-base-uncased"):
-        if (candidate / "vocab.txt").is_file() or (candidate / "tokenizer.json").is_file():
+        if (candidate / "vocab.txt").is_file():
             return BertTokenizer.from_pretrained(str(candidate), local_files_only=True)
+        if (candidate / "tokenizer.json").is_file():
+            return BertTokenizerFast.from_pretrained(str(candidate), local_files_only=True)
     raise FileNotFoundError(
         f"ImageReward needs the bert-base-uncased tokenizer: put vocab.txt (from "
         f"https://huggingface.co/google-bert/bert-base-uncased) in {folder} or {folder / 'bert-base-uncased'}.")
@@ -275,5 +278,5 @@ class ImageRewardReward(Reward):
         blip = self.module.blip
         image = blip.visual_encoder(pixel_values)
         text = blip.text_encoder(tokens["input_ids"].to(image.device), tokens["attention_mask"].to(image.device), image)
-        raw = self.module.mlp(text[:, 0]).squeeze(-1)
+        raw = self.module.mlp.float()(text[:, 0].float()).squeeze(-1)  # fp32 head, as the official score()
         return (raw - SCORE_MEAN) / SCORE_STD

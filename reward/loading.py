@@ -235,9 +235,13 @@ def detect_kind(path: str | os.PathLike) -> str:
 
 
 def find_backbone(mlp_path: Path, in_features: int) -> Path:
-    """A CLIP in the reward folders (or beside the MLP) whose projection width matches the aesthetic MLP."""
+    """A CLIP in the reward folders (or beside the MLP) whose projection width matches the aesthetic MLP.
+
+    The MLP was trained on OpenAI CLIP ViT-L/14 embeddings: an OpenAI backbone (quick_gelu) wins over another CLIP
+    of the same width (LAION's ViT-L/14 uses gelu and would score silently wrong), which is taken with a warning.
+    """
     roots = [mlp_path.parent] + [Path(p) for p in search_paths()]
-    seen = set()
+    seen, others = set(), []
     for root in roots:
         if not root.is_dir():
             continue
@@ -250,7 +254,14 @@ def find_backbone(mlp_path: Path, in_features: int) -> Path:
             except (OSError, ValueError):
                 continue
             if cfg.get("model_type") == "clip" and cfg.get("projection_dim") == in_features:
-                return config.parent
+                if (cfg.get("vision_config") or {}).get("hidden_act", "quick_gelu") == "quick_gelu":
+                    return config.parent
+                others.append(config.parent)
+    if others:
+        logging.warning("Quickstep: the aesthetic MLP %s was trained on OpenAI CLIP ViT-L/14 embeddings; using %s, "
+                        "which is not an OpenAI CLIP (its activation is not quick_gelu), so scores may be off. Put "
+                        "openai/clip-vit-large-patch14 beside the MLP to fix this.", mlp_path.name, others[0])
+        return others[0]
     raise FileNotFoundError(
         f"The aesthetic MLP {mlp_path.name} needs a CLIP backbone with {in_features}-d embeddings (CLIP ViT-L/14); "
         f"none found in {', '.join(str(r) for r in roots)}. Expected: {EXPECTED['aesthetic']}.")

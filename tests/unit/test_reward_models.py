@@ -165,6 +165,49 @@ def test_imagereward_matches_transformers_blip(files):
     assert tokens["input_ids"].shape[1] == 35
 
 
+def test_imagereward_reads_a_fast_tokenizer_json_alone(files, tmp_path):
+    """A bert-base-uncased folder downloaded with only tokenizer.json (no vocab.txt) gives the same tokens."""
+    import shutil
+
+    from transformers import BertTokenizerFast
+
+    from quickstep.reward.blip import load_bert_tokenizer
+
+    shutil.copytree(files["root"] / "ImageReward", tmp_path / "ir")
+    BertTokenizerFast.from_pretrained(str(tmp_path / "ir")).save_pretrained(str(tmp_path / "fast"))
+    (tmp_path / "ir" / "vocab.txt").unlink()
+    shutil.copy(tmp_path / "fast" / "tokenizer.json", tmp_path / "ir" / "tokenizer.json")
+    slow = load_bert_tokenizer(files["root"] / "ImageReward")(PROMPTS, padding="max_length", max_length=35)
+    fast = load_bert_tokenizer(tmp_path / "ir")(PROMPTS, padding="max_length", max_length=35)
+    assert fast["input_ids"] == slow["input_ids"]
+
+
+def test_imagereward_head_runs_in_fp32_under_a_bf16_model(files):
+    reward = load(files, "imagereward", dtype="bf16")
+    score = reward.score(images(), PROMPTS)
+    assert next(reward.module.mlp.parameters()).dtype == torch.float32 and score.dtype == torch.float32
+    reference = load(files, "imagereward").score(images(), PROMPTS)
+    torch.testing.assert_close(score, reference, atol=0.1, rtol=0.1)  # bf16 towers, fp32 head
+
+
+def test_aesthetic_prefers_an_openai_backbone(files, tmp_path, caplog):
+    import shutil
+
+    from quickstep.reward.loading import find_backbone
+
+    folder = tmp_path / "aesthetic"
+    shutil.copytree(files["root"] / "aesthetic", folder)
+    mlp_path = folder / "sac+logos+ava1-l14-linearMSE.pth"
+    openai = folder / "clip-vit-large-patch14"
+    laion = folder / "a-laion-vit-l-14"  # sorts first, gelu like LAION's ViT-L/14
+    rt.write_hf_clip(laion, 7, act="gelu")
+    assert find_backbone(mlp_path, rt.TINY_PROJ) == openai
+    shutil.rmtree(openai)
+    with caplog.at_level("WARNING"):
+        assert find_backbone(mlp_path, rt.TINY_PROJ) == laion
+    assert "not an OpenAI CLIP" in caplog.text
+
+
 def test_aesthetic_matches_reference(files):
     reward = load(files, "aesthetic")
     mlp, clip = files["aesthetic"]
