@@ -28,8 +28,9 @@ class ToyCheckpoint(io.ComfyNode):
             search_aliases=["toy model", "tiny model", "toy world", "demo checkpoint"],
             description="The tiny text-to-image family shipped with Quickstep (a few MB, trained on 64x64 scenes of "
                         "red/green/blue/yellow circles, squares and triangles): an SD1-style UNet teacher, its "
-                        "CLIP text encoder and an 8x VAE. Runs through core nodes on any CPU in seconds. Use "
-                        "EmptyLatentImage 64x64 and prompts like '" + _EXAMPLE + "'.",
+                        "CLIP text encoder and a 4x VAE. Runs through core nodes on any CPU in seconds. Use "
+                        "EmptyLatentImage 32x32 (it divides by 8; the toy VAE upscales 4x, so that is a 64x64 "
+                        "image) and prompts like '" + _EXAMPLE + "'.",
             inputs=[
                 io.Combo.Input("model", options=["teacher"], default="teacher",
                                tooltip="Which toy diffusion model to load. teacher: the 25-step SD1-style UNet "
@@ -38,7 +39,7 @@ class ToyCheckpoint(io.ComfyNode):
             outputs=[
                 io.Model.Output(display_name="MODEL", tooltip="The toy UNet (SD1 eps-prediction schedule)."),
                 io.Clip.Output(display_name="CLIP", tooltip="The toy CLIP text encoder (ComfyUI's SD1 tokenizer)."),
-                io.Vae.Output(display_name="VAE", tooltip="The toy 8x KL VAE: 64x64 images <-> 8x8x4 latents."),
+                io.Vae.Output(display_name="VAE", tooltip="The toy 4x KL VAE: 64x64 images <-> 16x16x4 latents."),
             ],
         )
 

@@ -36,6 +36,12 @@ def setup(name: str, argv=None, **defaults) -> tuple[argparse.Namespace, "Curve"
     return args, Curve(name, vars(args))
 
 
+def run_name(default: str, argv=None) -> str:
+    """The log's name: `--run NAME` when given (a second phase logs apart from the first), else `default`."""
+    argv = sys.argv[1:] if argv is None else argv
+    return argv[argv.index("--run") + 1] if "--run" in argv else default
+
+
 class Curve:
     """Loss curve: one JSON line per logged step in toyworld/logs/<name>.jsonl, plus a line on stdout."""
 

@@ -23,7 +23,9 @@ def sample(model, clip, vae, prompt: str, seed: int, batch: int = 4, steps: int 
     import comfy.sample
 
     positive, negative = encode(clip, prompt), encode(clip, "")
-    latent = torch.zeros(batch, 4, 8, 8)
+    from .models import LATENT
+
+    latent = torch.zeros(batch, 4, LATENT, LATENT)
     noise = comfy.sample.prepare_noise(latent, seed)
     if schedule == "core":
         out = comfy.sample.sample(model, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent,

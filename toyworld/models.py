@@ -1,4 +1,4 @@
-"""The toy model family, built with ComfyUI's own classes: SD1-style UNet, SD1 CLIP text tower, 8x KL VAE.
+"""The toy model family, built with ComfyUI's own classes: SD1-style UNet, SD1 CLIP text tower, 4x KL VAE.
 
 Needs ComfyUI importable (inside the host, or after `host.inprocess.import_host`). The weights live in
 `toyworld/weights/`: `unet.safetensors`, `vae.safetensors`, and `clip/` (a transformers `CLIPModel` directory,
@@ -19,15 +19,19 @@ WEIGHTS = Path(__file__).resolve().parent / "weights"
 HASHES = WEIGHTS / "SHA256SUMS"
 UNET_FILE, VAE_FILE, CLIP_DIR = "unet.safetensors", "vae.safetensors", "clip"
 
-#: SD1-style UNet on 8x8x4 latents (64x64 images), 1.7M parameters; context 32 = the CLIP text width
-UNET_CONFIG = {"image_size": 8, "in_channels": 4, "out_channels": 4, "model_channels": 32, "num_res_blocks": [1, 1, 1],
-               "channel_mult": [1, 2, 2], "transformer_depth": [1, 1, 1], "transformer_depth_output": [1] * 6,
+#: SD1-style UNet on 16x16x4 latents (64x64 images), 1.7M parameters; context 32 = the CLIP text width. No attention
+#: at the 16x16 level (as SDXL skips its top level): cross-attention at 8x8 and 4x4 places objects at half the cost.
+UNET_CONFIG = {"image_size": 16, "in_channels": 4, "out_channels": 4, "model_channels": 32, "num_res_blocks": [1, 1, 1],
+               "channel_mult": [1, 2, 2], "transformer_depth": [0, 1, 1], "transformer_depth_output": [0, 0, 1, 1, 1, 1],
                "transformer_depth_middle": 1, "use_spatial_transformer": True, "legacy": False, "context_dim": 32,
                "use_linear_in_transformer": True, "adm_in_channels": None, "use_temporal_attention": False,
                "use_temporal_resblock": False}
-#: 8x down KL autoencoder: 64x64 RGB <-> 8x8x4, so EmptyLatentImage(64, 64) is the right latent as in SD1
+#: 4x down KL autoencoder: 64x64 RGB <-> 16x16x4. At 8x a 12-pixel circle is 1.5 latent cells and comes back as a
+#: rounded square; at 4x the shapes survive. EmptyLatentImage divides by 8, so 64x64 images take a 32x32 "image".
 VAE_DDCONFIG = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 32,
-                "ch_mult": [1, 1, 1, 1], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0}
+                "ch_mult": [1, 1, 2], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0}
+VAE_RATIO = 2 ** (len(VAE_DDCONFIG["ch_mult"]) - 1)
+LATENT = 64 // VAE_RATIO  # latent side of a 64x64 image
 #: text tower, also merged into ComfyUI's SD1 CLIP-L config (projection must equal hidden: Comfy's is square)
 CLIP_TEXT = {"hidden_size": 32, "intermediate_size": 128, "num_attention_heads": 2, "num_hidden_layers": 3,
              "projection_dim": 32}
@@ -132,6 +136,7 @@ def build_vae(sd: dict | None = None):
         vae = comfy.sd.VAE(sd=sd or {}, config={"params": {"embed_dim": 4, "ddconfig": dict(VAE_DDCONFIG)}})
     finally:
         logger.setLevel(level)
+    vae.downscale_ratio = vae.upscale_ratio = VAE_RATIO  # Comfy assumes 8 for an AutoencoderKL config
     return vae
 
 

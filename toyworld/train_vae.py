@@ -1,15 +1,9 @@
-"""Train the toy 8x KL autoencoder on training scenes: `python -m toyworld.train_vae` (16 min on one core of this CPU machine).
+"""Train the toy 4x KL autoencoder on training scenes: `python -m toyworld.train_vae` (15 min on this 2-core CPU).
 
 Loss: L1 + MSE on pixels in [-1, 1] plus a small KL term. Afterwards the latent scale is folded into the 1x1
 quant/post-quant convolutions so that latents x 0.18215 (SD1's latent format) have unit standard deviation.
-
-The shipped VAE is three phases (logs train_vae_phase1/2/3.jsonl); the third trains only the decoder, so the
-latents the UNet was trained on do not change:
-    python -m toyworld.train_vae --run train_vae_phase1
-    python -m toyworld.train_vae --run train_vae_phase2 --init toyworld/weights/vae.safetensors --lr 6e-4 \
-        --minutes 14 --seed 1 --steps 3000
-    python -m toyworld.train_vae --run train_vae_phase3 --init toyworld/weights/vae.safetensors --lr 4e-4 \
-        --minutes 20 --seed 2 --steps 5000 --decoder-only 1
+`--init` continues from saved weights; `--decoder-only 1` then trains only the decoder, so latents (and a UNet
+trained on them) stay valid.
 """
 
 from __future__ import annotations
@@ -21,8 +15,8 @@ from toyworld import _train, scenes
 
 
 def main(argv=None):
-    args, curve = _train.setup(_name(argv), argv, seed=0, steps=2000, batch=8, crop=32, lr=1e-3, kl=1e-6,
-                               data=6000, threads=1, minutes=16.0, init="", run="train_vae",
+    args, curve = _train.setup(_train.run_name("train_vae", argv), argv, seed=0, steps=6000, batch=8, crop=32,
+                               lr=1e-3, kl=1e-6, data=6000, threads=2, minutes=15.0, init="", run="train_vae",
                                decoder_only=0)
     from toyworld import models
 
@@ -87,14 +81,6 @@ def main(argv=None):
         val_mse = ((rec - data[:256]) ** 2).mean().item()
     curve.log(event="done", latent_std_before=std, latent_std_after=check.std().item(), val_mse=val_mse, steps=step + 1)
     save(fsm, args.out)
-
-
-def _name(argv) -> str:
-    """The log's name: --run when given (phase 2 logs apart from phase 1)."""
-    import sys
-
-    argv = sys.argv[1:] if argv is None else argv
-    return argv[argv.index("--run") + 1] if "--run" in argv else "train_vae"
 
 
 def save(fsm, out: str = "") -> None:

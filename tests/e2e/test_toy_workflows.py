@@ -27,6 +27,8 @@ def test_toy_workflow_runs_and_returns_images(server, path):
 
         png = server.view(images[0])
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")  # IHDR
+        assert (width, height) == (64, 64)  # the latent size matches the toy VAE's 4x
     evals = [i for i, n in graph.items() if n["class_type"] == "QuickstepToyEvaluate"]
     for node_id in evals:
         text = result.outputs[node_id]["text"][0]

@@ -48,12 +48,14 @@ def test_toy_checkpoint_samples_through_core_nodes(toy):
     pos = core_nodes.CLIPTextEncode().encode(clip, "a photo of a red circle and a blue square")[0]
     neg = core_nodes.CLIPTextEncode().encode(clip, "")[0]
     assert pos[0][0].shape == (1, 77, models.CLIP_TEXT["hidden_size"])
-    latent = core_nodes.EmptyLatentImage().generate(64, 64, 2)[0]
-    assert latent["samples"].shape == (2, 4, 8, 8)
+    latent = core_nodes.EmptyLatentImage().generate(32, 32, 2)[0]  # divides by 8; the toy VAE upscales 4x
+    assert latent["samples"].shape == (2, 4, models.LATENT, models.LATENT)
     sampled = core_nodes.KSampler().sample(model, 3, 6, 4.0, "euler", "normal", pos, neg, latent)[0]
     images = core_nodes.VAEDecode().decode(vae, sampled)[0]
     assert images.shape == (2, 64, 64, 3) and torch.isfinite(images).all()
     assert images.std() > 0.05  # a picture, not a flat field
+    encoded = core_nodes.VAEEncode().encode(vae, images)[0]["samples"]  # core's encode honours the 4x ratio
+    assert encoded.shape == (2, 4, models.LATENT, models.LATENT)
 
 
 def test_vae_reconstructs_scenes_well_enough_to_evaluate(toy):
@@ -64,9 +66,9 @@ def test_vae_reconstructs_scenes_well_enough_to_evaluate(toy):
         rec = vae.decode(vae.encode(imgs))
     rec = rec.reshape(-1, 64, 64, 3).float().clamp(0, 1).numpy()
     summary = evaluate.summarize(evaluate.score(r, p) for r, p in zip(rec, prompts, strict=True))
-    # The 8x VAE is the toy family's weak point: colours and places survive, circles come back as rounded squares
-    # (measured ceiling ~0.5, benchmarks/results/toy_quality.md). This guards against it getting worse.
-    assert summary["overall"] >= 0.35 and summary["single_object"] >= 0.9, summary
+    # The 4x VAE keeps shapes, colours and places (measured 1.00 here, 0.94 on the held-out scenes of
+    # benchmarks/results/toy_quality.md); this guards the latent ceiling every toy model is scored under.
+    assert summary["overall"] >= 0.85 and summary["single_object"] >= 0.9, summary
 
 
 def test_short_teacher_run_scores_well_above_chance(toy):
