@@ -29,8 +29,8 @@ class ToyCheckpoint(io.ComfyNode):
             description="The tiny text-to-image family shipped with Quickstep (a few MB, trained on 64x64 scenes of "
                         "red/green/blue/yellow circles, squares and triangles): an SD1-style UNet teacher, its "
                         "CLIP text encoder and a 4x VAE. Runs through core nodes on any CPU in seconds. Use "
-                        "EmptyLatentImage 32x32 (it divides by 8; the toy VAE upscales 4x, so that is a 64x64 "
-                        "image) and prompts like '" + _EXAMPLE + "'.",
+                        "EmptyLatentImage 128x128 (core makes a 16x16 latent; the toy VAE decodes it 4x to a "
+                        "64x64 image) and prompts like '" + _EXAMPLE + "'.",
             inputs=[
                 io.Combo.Input("model", options=["teacher"], default="teacher",
                                tooltip="Which toy diffusion model to load. teacher: the 25-step SD1-style UNet "

@@ -27,7 +27,7 @@ UNET_CONFIG = {"image_size": 16, "in_channels": 4, "out_channels": 4, "model_cha
                "use_linear_in_transformer": True, "adm_in_channels": None, "use_temporal_attention": False,
                "use_temporal_resblock": False}
 #: 4x down KL autoencoder: 64x64 RGB <-> 16x16x4. At 8x a 12-pixel circle is 1.5 latent cells and comes back as a
-#: rounded square; at 4x the shapes survive. EmptyLatentImage divides by 8, so 64x64 images take a 32x32 "image".
+#: rounded square; at 4x the shapes survive. EmptyLatentImage divides by 8: 128x128 there is a 64x64 image here.
 VAE_DDCONFIG = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 32,
                 "ch_mult": [1, 1, 2], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0}
 VAE_RATIO = 2 ** (len(VAE_DDCONFIG["ch_mult"]) - 1)
