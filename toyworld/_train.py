@@ -16,9 +16,11 @@ LOGS = Path(__file__).resolve().parent / "logs"
 
 
 def setup(name: str, argv=None, **defaults) -> tuple[argparse.Namespace, "Curve"]:
-    """Parse `--key value` overrides of `defaults`, seed everything, bring in the pinned ComfyUI host."""
+    """Parse `--key value` overrides of `defaults`, seed everything, bring in the pinned ComfyUI host.
+
+    `--run NAME` names the loss curve (default `name`), so a second phase logs apart from the first."""
     parser = argparse.ArgumentParser(prog=f"python -m toyworld.{name}")
-    for key, value in defaults.items():
+    for key, value in dict(defaults, run=name).items():
         parser.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value)
     parser.add_argument("--out", type=str, default="", help="weights directory (default: toyworld/weights)")
     args = parser.parse_args(argv)
@@ -33,13 +35,7 @@ def setup(name: str, argv=None, **defaults) -> tuple[argparse.Namespace, "Curve"
     from host.locate import find_host
 
     import_host(find_host("current"))
-    return args, Curve(name, vars(args))
-
-
-def run_name(default: str, argv=None) -> str:
-    """The log's name: `--run NAME` when given (a second phase logs apart from the first), else `default`."""
-    argv = sys.argv[1:] if argv is None else argv
-    return argv[argv.index("--run") + 1] if "--run" in argv else default
+    return args, Curve(args.run, vars(args))
 
 
 class Curve:
@@ -95,3 +91,21 @@ def init_(module: torch.nn.Module) -> None:
                 p.zero_()
             else:
                 p.fill_(1.0)
+
+
+def save_weights(state_dict: dict, name: str, out: str = "", dtype=torch.float32) -> None:
+    """Write `state_dict` as safetensors `name` in `out` (default toyworld/weights, whose SHA256SUMS is updated).
+
+    Atomic (temporary file, then rename): a run stopped mid-save, or a reader, never sees half a file."""
+    import safetensors.torch
+
+    from toyworld import models
+
+    path = (Path(out) if out else models.WEIGHTS) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().contiguous().to(dtype) for k, v in state_dict.items()}
+    tmp = path.with_suffix(".tmp")
+    safetensors.torch.save_file(sd, str(tmp), metadata={"format": "pt", "toyworld": Path(name).stem})
+    tmp.replace(path)
+    if not out:
+        models.record_hash(name)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .models import LATENT
+
 
 def encode(clip, text: str):
     """CLIPTextEncode's output for `text`."""
@@ -23,8 +25,6 @@ def sample(model, clip, vae, prompt: str, seed: int, batch: int = 4, steps: int 
     import comfy.sample
 
     positive, negative = encode(clip, prompt), encode(clip, "")
-    from .models import LATENT
-
     latent = torch.zeros(batch, 4, LATENT, LATENT)
     noise = comfy.sample.prepare_noise(latent, seed)
     if schedule == "core":

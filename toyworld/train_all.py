@@ -1,6 +1,7 @@
 """Retrain the whole toy family in order (VAE, CLIP, then the UNet on their outputs): `python -m toyworld.train_all`.
 
-About two hours on this 2-core CPU machine (VAE 15 min, CLIP 10, UNet 70 + 30). Writes toyworld/weights/* and SHA256SUMS, and the loss curves to toyworld/logs/.
+About two hours on this 2-core CPU machine (VAE 15 min, CLIP 10, UNet 70 + 30). Writes toyworld/weights/* and
+SHA256SUMS, and the loss curves to toyworld/logs/.
 """
 
 from __future__ import annotations

@@ -42,9 +42,9 @@ def encode_texts(clip, texts: list[str]) -> torch.Tensor:
 
 
 def main(argv=None):
-    args, curve = _train.setup(_train.run_name("train_unet", argv), argv, seed=0, steps=12000, batch=32, lr=1e-3,
+    args, curve = _train.setup("train_unet", argv, seed=0, steps=12000, batch=32, lr=1e-3,
                                data=20000, dropout=0.1, ema=0.999, threads=2, minutes=70.0, weights="", init="",
-                               min_snr=5.0, save_every=1000, run="train_unet")
+                               min_snr=5.0, save_every=1000)
     from toyworld import models
 
     src = models.Path(args.weights) if args.weights else None
@@ -114,18 +114,9 @@ def main(argv=None):
 
 
 def save(dm, out: str = "") -> None:
-    import safetensors.torch
-
     from toyworld import models
 
-    path = (models.Path(out) if out else models.WEIGHTS) / models.UNET_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sd = {k: v.detach().contiguous().half() for k, v in dm.state_dict().items()}  # fp16 on disk: 3.5 MB
-    tmp = path.with_suffix(".tmp")
-    safetensors.torch.save_file(sd, str(tmp), metadata={"format": "pt", "toyworld": "unet"})
-    tmp.replace(path)  # atomic: a reader never sees half a file
-    if not out:
-        models.record_hash(models.UNET_FILE)
+    _train.save_weights(dm.state_dict(), models.UNET_FILE, out, dtype=torch.float16)  # fp16 on disk: 3.5 MB
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@ from toyworld import _train, scenes
 
 
 def main(argv=None):
-    args, curve = _train.setup(_train.run_name("train_vae", argv), argv, seed=0, steps=6000, batch=8, crop=32,
-                               lr=1e-3, kl=1e-6, data=6000, threads=2, minutes=15.0, init="", run="train_vae",
+    args, curve = _train.setup("train_vae", argv, seed=0, steps=6000, batch=8, crop=32,
+                               lr=1e-3, kl=1e-6, data=6000, threads=2, minutes=15.0, init="",
                                decoder_only=0)
     from toyworld import models
 
@@ -84,16 +84,9 @@ def main(argv=None):
 
 
 def save(fsm, out: str = "") -> None:
-    import safetensors.torch
-
     from toyworld import models
 
-    path = (models.Path(out) if out else models.WEIGHTS) / models.VAE_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sd = {k: v.detach().contiguous().float() for k, v in fsm.state_dict().items()}
-    safetensors.torch.save_file(sd, str(path), metadata={"format": "pt", "toyworld": "vae"})
-    if not out:
-        models.record_hash(models.VAE_FILE)
+    _train.save_weights(fsm.state_dict(), models.VAE_FILE, out)
 
 
 if __name__ == "__main__":
