@@ -225,20 +225,31 @@ def make_scene(prompt: Prompt, seed: int) -> Scene:
     return Scene(img, masks, objs, prompt)
 
 
-def sample_prompt(rng: random.Random, prompts: list[Prompt]) -> Prompt:
-    """A category uniformly, then a prompt of it uniformly: every category weighs the same."""
-    cat = rng.choice([c for c in CATEGORIES if any(p.category == c for p in prompts)])
+def sample_prompt(rng: random.Random, prompts: list[Prompt], weighting: str = "uniform") -> Prompt:
+    """A category, then a prompt of it uniformly.
+
+    weighting "uniform": every category weighs the same. "sqrt": a category weighs the square root of its number of
+    prompts, so the many-prompt compositional categories (colour attribution, position) get more of the data without
+    starving the few-prompt ones (counting, single object)."""
+    cats = [c for c in CATEGORIES if any(p.category == c for p in prompts)]
+    if weighting == "uniform":
+        cat = rng.choice(cats)
+    elif weighting == "sqrt":
+        cat = rng.choices(cats, weights=[sum(p.category == c for p in prompts) ** 0.5 for c in cats])[0]
+    else:
+        raise ValueError(f"weighting must be 'uniform' or 'sqrt'; got {weighting!r}.")
     return rng.choice([p for p in prompts if p.category == cat])
 
 
-def dataset(n: int, seed: int, prompts: list[Prompt] | None = None) -> tuple[np.ndarray, list[Prompt]]:
+def dataset(n: int, seed: int, prompts: list[Prompt] | None = None,
+            weighting: str = "uniform") -> tuple[np.ndarray, list[Prompt]]:
     """n training scenes: images uint8 [n, 64, 64, 3] and their prompts (training prompts unless given)."""
     prompts = train_prompts() if prompts is None else prompts
     rng = random.Random(seed)
     imgs = np.empty((n, SIZE, SIZE, 3), dtype=np.uint8)
     ps = []
     for i in range(n):
-        p = sample_prompt(rng, prompts)
+        p = sample_prompt(rng, prompts, weighting)
         s = make_scene(p, seed * 1_000_003 + i)
         imgs[i] = np.round(s.image * 255).astype(np.uint8)
         ps.append(p)

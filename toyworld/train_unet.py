@@ -23,6 +23,8 @@ import torch
 from toyworld import _train, scenes
 
 PHASE2 = ["--run", "train_unet_phase2", "--lr", "3e-4", "--minutes", "30", "--seed", "1"]  # after phase 1, with --init
+#: after phase 2, with --init: fresh scenes weighted towards the compositional categories (scenes.sample_prompt)
+PHASE3 = ["--run", "train_unet_phase3", "--lr", "5e-4", "--minutes", "80", "--seed", "2", "--weighting", "sqrt"]
 
 
 @torch.no_grad()
@@ -44,14 +46,14 @@ def encode_texts(clip, texts: list[str]) -> torch.Tensor:
 def main(argv=None):
     args, curve = _train.setup("train_unet", argv, seed=0, steps=12000, batch=32, lr=1e-3,
                                data=20000, dropout=0.1, ema=0.999, threads=2, minutes=70.0, weights="", init="",
-                               min_snr=5.0, save_every=1000)
+                               min_snr=5.0, save_every=1000, weighting="uniform")
     from toyworld import models
 
     src = models.Path(args.weights) if args.weights else None
     vae = models.load_vae(src / models.VAE_FILE if src else None)
     clip = models.load_clip(src / models.CLIP_DIR if src else None)
     t0 = time.time()
-    imgs, ps = scenes.dataset(args.data, seed=args.seed + 300)
+    imgs, ps = scenes.dataset(args.data, seed=args.seed + 300, weighting=args.weighting)
     latents = encode_latents(vae, imgs)
     texts = sorted({p.text for p in scenes.train_prompts()})
     index = {t: i for i, t in enumerate(texts)}
@@ -71,6 +73,7 @@ def main(argv=None):
         curve.log(event="init", path=args.init)
     dm.requires_grad_(True).train()
     ema = copy.deepcopy(dm).eval().requires_grad_(False)
+    params, ema_params = list(dm.parameters()), list(ema.parameters())
     sigmas = model.model_sampling.sigmas.float()
     opt = torch.optim.AdamW(dm.parameters(), lr=args.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(args.seed)
@@ -99,8 +102,7 @@ def main(argv=None):
         opt.step()
         decay = min(args.ema, (1 + step) / (10 + step))
         with torch.no_grad():
-            for pe, p in zip(ema.parameters(), dm.parameters(), strict=True):
-                pe.lerp_(p, 1 - decay)
+            torch._foreach_lerp_(ema_params, params, 1 - decay)
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         if step % 50 == 0 or step == total - 1:
             curve.log(step=step, loss=round(loss.item(), 5), smooth=round(running, 5), lr=lr)

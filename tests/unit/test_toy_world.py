@@ -82,3 +82,18 @@ def test_evaluator_handles_other_sizes():
     assert evaluate.score(big, "a photo of a green triangle").passed
     with pytest.raises(ValueError, match=r"\[height, width, 3\]"):
         evaluate.score(np.zeros((64, 64)), "a photo of a circle")
+
+
+def test_sqrt_weighting_favours_the_many_prompt_categories():
+    import random
+    from collections import Counter
+
+    rng_u, rng_s = random.Random(0), random.Random(0)
+    train = scenes.train_prompts()
+    uniform = Counter(scenes.sample_prompt(rng_u, train).category for _ in range(3000))
+    sqrt = Counter(scenes.sample_prompt(rng_s, train, "sqrt").category for _ in range(3000))
+    assert abs(uniform["color_attr"] - uniform["single_object"]) < 150  # about 500 each
+    assert sqrt["color_attr"] > 2 * uniform["color_attr"] > 2 * sqrt["single_object"]
+    assert set(sqrt) == set(scenes.CATEGORIES)  # no category starves
+    with pytest.raises(ValueError, match="weighting must be"):
+        scenes.sample_prompt(rng_s, train, "linear")
