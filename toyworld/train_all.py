@@ -1,7 +1,7 @@
 """Retrain the whole toy family in order (VAE, CLIP, then the UNet on their outputs): `python -m toyworld.train_all`.
 
-About two hours on this 2-core CPU machine (VAE 15 min, CLIP 10, UNet 70 + 30). Writes toyworld/weights/* and
-SHA256SUMS, and the loss curves to toyworld/logs/.
+About three and a half hours on this 2-core CPU machine (VAE 15 min, CLIP 10, UNet 70 + 30 + 80). Writes
+toyworld/weights/* and SHA256SUMS, and the loss curves to toyworld/logs/.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ def main() -> None:
     train_vae.main([])
     train_clip.main([])
     train_unet.main([])
-    train_unet.main(train_unet.PHASE2 + ["--init", str(models.WEIGHTS / models.UNET_FILE)])
+    for phase in (train_unet.PHASE2, train_unet.PHASE3):
+        train_unet.main(phase + ["--init", str(models.WEIGHTS / models.UNET_FILE)])
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Train the toy SD1-style UNet teacher: `python -m toyworld.train_unet` (70 + 30 min on this 2-core CPU).
+"""Train the toy SD1-style UNet teacher: `python -m toyworld.train_unet` (70 + 30 + 80 min on this 2-core CPU).
 
 Needs the trained VAE and CLIP (toyworld/weights). Latents of training scenes and the CLIP text embeddings of every
 training prompt (and of the empty prompt) are computed once through ComfyUI's own VAE and CLIP objects, exactly as
@@ -6,11 +6,15 @@ VAEEncode/CLIPTextEncode would; then the UNet learns epsilon prediction on SD1's
 `model_sampling`), with 10% caption dropout to the empty prompt's embedding so classifier-free guidance works.
 The loss is Min-SNR-5 weighted (Hang et al., ICCV 2023; for epsilon prediction w = min(SNR, 5) / SNR with
 SNR = 1/sigma^2), which spends less of a small compute budget on the nearly clean steps. The EMA of the weights is
-what ships; `--init` continues from saved UNet weights. The shipped UNet is two phases (logs train_unet.jsonl and
-train_unet_phase2.jsonl), the second a cooler continuation of the first:
+what ships; `--init` continues from saved UNet weights. The shipped UNet is three phases (logs train_unet.jsonl,
+train_unet_phase2.jsonl, train_unet_phase3.jsonl), each continuing the one before on fresh scenes; the third weights
+the categories by the square root of their prompt counts (`scenes.sample_prompt`), because colour attribution and
+position, most of the prompts, were what the teacher got wrong:
     python -m toyworld.train_unet
     python -m toyworld.train_unet --init toyworld/weights/unet.safetensors --run train_unet_phase2 --lr 3e-4 \
         --minutes 30 --seed 1
+    python -m toyworld.train_unet --init toyworld/weights/unet.safetensors --run train_unet_phase3 --lr 5e-4 \
+        --minutes 80 --seed 2 --weighting sqrt
 """
 
 from __future__ import annotations
