@@ -56,10 +56,10 @@ def main(argv=None):
     rows.append(("real scenes through the toy VAE (latent ceiling)", "-",
                  evaluate.summarize(evaluate.score(r, p) for r, p in zip(rec, pairs, strict=True)), 0.0))
 
-    def teacher_row(name, steps, schedule, prompts):
+    def teacher_row(name, steps, schedule, scored):
         t0 = time.time()
         results = []
-        for i, p in enumerate(prompts):
+        for i, p in enumerate(scored):
             imgs = generate.sample(model, clip, vae, p.text, seed=1000 + i, batch=args.images, steps=steps,
                                    cfg=args.cfg, schedule=schedule)
             results += [evaluate.score(img, p) for img in imgs]
