@@ -7,6 +7,7 @@ from comfy_api.latest import io, ui
 
 from ..reward import loading
 from ..reward.stack import RENO_WEIGHTS, RewardStack
+from . import validation
 from .compat import ADVANCED, schema
 
 CATEGORY = "quickstep/reward"
@@ -25,12 +26,16 @@ def _reward_files() -> list[str]:
     return loading.list_reward_files()
 
 
-def _check_name(name: str, kind: str = AUTO) -> str | bool:
-    try:
-        loading.resolve(name, None if kind == AUTO else kind)
-    except FileNotFoundError as e:
-        return str(e)
-    return True
+def _reward_path(reward_name, kind):
+    """The file for a user's reward_name: it must be one of the names the reward folders list."""
+    return loading.resolve_name(reward_name, kind if kind in loading.KINDS else None)
+
+
+def _backbone_path(backbone):
+    """None for auto (or absent), else the listed CLIP file the aesthetic MLP should use."""
+    if backbone is None or (isinstance(backbone, str) and backbone == AUTO):
+        return None
+    return loading.resolve_name(backbone, "aesthetic", input="backbone")
 
 
 class LoadReward(io.ComfyNode):
@@ -68,21 +73,25 @@ class LoadReward(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, reward_name=None, kind=AUTO, backbone=AUTO):
-        if isinstance(kind, str) and kind not in (AUTO, *loading.KINDS):
-            return f"kind must be one of {', '.join((AUTO, *loading.KINDS))}; got {kind!r}."
-        if isinstance(reward_name, str):
-            message = _check_name(reward_name, kind if isinstance(kind, str) else AUTO)
-            if message is not True:
-                return message
-        if isinstance(backbone, str) and backbone != AUTO:
-            return _check_name(backbone, "aesthetic")
+    def validate_inputs(cls, reward_name=None, kind=None, dtype=None, gradient_checkpointing=None, backbone=None):
+        """The names must be files the reward folders list (reward_name and backbone are checked here, not by
+        ComfyUI's combo check, so that a missing file's message says where to get it)."""
+        message = validation.check(cls, kind=kind, dtype=dtype, gradient_checkpointing=gradient_checkpointing)
+        if message is not True:
+            return message
+        try:
+            if reward_name is not None:  # None: linked, checked in execute
+                _reward_path(reward_name, kind)
+            _backbone_path(backbone)
+        except ValueError as e:
+            return str(e)
         return True
 
     @classmethod
     def execute(cls, reward_name, kind, dtype, gradient_checkpointing, backbone=AUTO) -> io.NodeOutput:
-        reward = loading.load_reward(reward_name, kind, dtype=dtype, gradient_checkpointing=gradient_checkpointing,
-                                     backbone=None if backbone in (None, AUTO) else backbone)
+        validation.require(cls, kind=kind, dtype=dtype, gradient_checkpointing=gradient_checkpointing)
+        reward = loading.load_reward(_reward_path(reward_name, kind), kind, dtype=dtype,
+                                     gradient_checkpointing=gradient_checkpointing, backbone=_backbone_path(backbone))
         return io.NodeOutput(reward)
 
 
@@ -114,10 +123,15 @@ class RewardStackNode(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, weighting=None, weight_1=None, weight_2=None, weight_3=None, weight_4=None):
+        return validation.check(cls, weighting=weighting, weight_1=weight_1, weight_2=weight_2, weight_3=weight_3,
+                                weight_4=weight_4)
+
+    @classmethod
     def execute(cls, reward_1, weighting="reno", reward_2=None, reward_3=None, reward_4=None, weight_1=1.0,
                 weight_2=1.0, weight_3=1.0, weight_4=1.0) -> io.NodeOutput:
-        if weighting not in WEIGHTING:
-            raise ValueError(f"weighting must be one of {WEIGHTING}; got {weighting!r}.")
+        validation.require(cls, weighting=weighting, weight_1=weight_1, weight_2=weight_2, weight_3=weight_3,
+                           weight_4=weight_4)
         entries = []
         for reward, weight in ((reward_1, weight_1), (reward_2, weight_2), (reward_3, weight_3), (reward_4, weight_4)):
             if reward is not None:

@@ -9,6 +9,7 @@ import torch
 from comfy_api.latest import io
 
 from ..toyworld import evaluate, scenes
+from . import validation
 from .compat import schema
 
 log = logging.getLogger("quickstep")
@@ -16,6 +17,7 @@ log = logging.getLogger("quickstep")
 CATEGORY = "quickstep/toy"
 RewardModel = io.Custom("REWARD_MODEL")
 _EXAMPLE = "a photo of a red circle and a blue square"
+MAX_PROMPT = 200  # the longest toy-grammar prompt is under 70 characters
 
 
 class ToyCheckpoint(io.ComfyNode):
@@ -45,8 +47,7 @@ class ToyCheckpoint(io.ComfyNode):
 
     @classmethod
     def execute(cls, model="teacher") -> io.NodeOutput:
-        if model != "teacher":
-            raise ValueError(f"model must be 'teacher'; got {model!r}.")
+        validation.require(cls, model=model)
         from ..toyworld import models
 
         return io.NodeOutput(models.load_unet(), models.load_clip(), models.load_vae())
@@ -110,7 +111,13 @@ class ToyEvaluate(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, prompt=None):
+        message = validation.check(cls, prompt=prompt)
+        if message is not True:
+            return message
         if prompt is not None:
+            if len(prompt) > MAX_PROMPT:
+                return (f"prompt is {len(prompt)} characters long; toy-world prompts are short sentences such as "
+                        f"'{_EXAMPLE}'.")
             try:
                 scenes.parse_prompt(prompt)
             except ValueError as e:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import comfy.model_management
 import comfy.sample
 import comfy.samplers
@@ -12,6 +14,7 @@ from comfy_api.latest import io
 from ..samplers import grid as timestep_grid  # `grid` is an input name of TurboScheduler
 from ..samplers import schedule
 from ..samplers.turbo import sample_turbo
+from . import validation
 from .compat import ADVANCED, schema
 
 CATEGORY = "quickstep/sampling"
@@ -30,12 +33,12 @@ def make_sigmas(model, steps: int, denoise: float, spacing: str = timestep_grid.
 
 
 def make_sampler(eta_mode: str, eta: float, s_noise: float) -> comfy.samplers.KSAMPLER:
-    if eta_mode not in ETA_MODES:
+    if not isinstance(eta_mode, str) or eta_mode not in ETA_MODES:
         raise ValueError(f"eta_mode must be one of {ETA_MODES}; got {eta_mode!r}.")
-    if not 0.0 <= eta <= 1.0:
+    if not 0.0 <= eta <= 1.0:  # also false for NaN
         raise ValueError(f"eta must be in [0, 1] (0 = deterministic Euler/DDIM, 1 = fresh noise); got {eta}.")
-    if s_noise < 0:
-        raise ValueError(f"s_noise must be >= 0 (1 = unit noise); got {s_noise}.")
+    if not (s_noise >= 0 and math.isfinite(s_noise)):
+        raise ValueError(f"s_noise must be a finite number >= 0 (1 = unit noise); got {s_noise}.")
     return TurboKSAMPLER(None if eta_mode == "auto" else eta, s_noise)
 
 
@@ -51,6 +54,39 @@ class TurboKSAMPLER(comfy.samplers.KSAMPLER):
         ms = model_wrap.inner_model.model_sampling
         self.extra_options["eta"] = schedule.default_eta(ms) if self.eta is None else self.eta
         return super().sample(model_wrap, sigmas, *args, **kwargs)
+
+
+LATENT_FAMILIES = {4: "SD1.x/SD2.x/SDXL", 16: "SD3/SD3.5/Flux.1"}
+
+
+def _text_width(model) -> int | None:
+    """Width of the text embeddings the model's diffusion network takes (None where it cannot be read)."""
+    config = model.model.model_config.unet_config
+    embedder = (config.get("context_embedder_config") or {}).get("params", {})  # SD3 MMDiT
+    width = config.get("context_dim") or config.get("context_in_dim") or embedder.get("in_features")
+    return int(width) if width else None
+
+
+def check_family(model, samples, conditionings: dict) -> None:
+    """A latent or conditioning of another model family fails here with both families named, not as a torch shape
+    error inside the model. (Empty latents were already given the model's channels by fix_empty_latent_channels.)"""
+    family = type(model.model.model_config).__name__
+    channels = model.get_model_object("latent_format").latent_channels
+    if samples.ndim >= 2 and samples.shape[1] != channels:
+        got = samples.shape[1]
+        raise ValueError(
+            f"latent_image has {got} channels ({LATENT_FAMILIES.get(got, 'another model family')} latent), but this "
+            f"{family} model takes {channels}-channel latents ({LATENT_FAMILIES.get(channels, family)}). Make the "
+            f"latent with this model's VAE (VAEEncode) or the empty-latent node of its family.")
+    width = _text_width(model)
+    for name, cond in conditionings.items():
+        for entry in cond or []:
+            got = entry[0].shape[-1] if hasattr(entry[0], "shape") else None
+            if width and got and got != width:
+                raise ValueError(
+                    f"{name} holds {got}-wide text embeddings, but this {family} model takes {width}-wide ones: the "
+                    f"conditioning comes from another model family's text encoder. Encode the prompt with the CLIP "
+                    f"loaded with this model.")
 
 
 def _steps_input():
@@ -104,6 +140,9 @@ class TurboScheduler(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, steps=None, denoise=None, grid=None, custom_timesteps=None):
         """Checks what does not need the model before the queue runs; the model's range is checked in execute."""
+        message = validation.check(cls, steps=steps, denoise=denoise, grid=grid, custom_timesteps=custom_timesteps)
+        if message is not True:
+            return message
         try:
             if custom_timesteps and custom_timesteps.strip():
                 timestep_grid.parse_custom(custom_timesteps)
@@ -115,6 +154,7 @@ class TurboScheduler(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, steps, denoise, grid=timestep_grid.TRAILING, custom_timesteps="") -> io.NodeOutput:
+        validation.require(cls, steps=steps, denoise=denoise, grid=grid, custom_timesteps=custom_timesteps)
         return io.NodeOutput(make_sigmas(model, steps, denoise, grid, custom_timesteps or ""))
 
 
@@ -140,6 +180,9 @@ class TurboSampler(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, eta_mode=None, eta=None, s_noise=None):
+        message = validation.check(cls, eta_mode=eta_mode, eta=eta, s_noise=s_noise)
+        if message is not True:
+            return message
         try:
             make_sampler(eta_mode or "auto", 0.0 if eta is None else eta, 1.0 if s_noise is None else s_noise)
         except ValueError as e:
@@ -148,6 +191,7 @@ class TurboSampler(io.ComfyNode):
 
     @classmethod
     def execute(cls, eta_mode, eta, s_noise) -> io.NodeOutput:
+        validation.require(cls, eta_mode=eta_mode, eta=eta, s_noise=s_noise)
         return io.NodeOutput(make_sampler(eta_mode, eta, s_noise))
 
 
@@ -183,12 +227,20 @@ class TurboKSampler(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, seed=None, steps=None, cfg=None, eta_mode=None, eta=None, denoise=None, s_noise=None):
+        return validation.check(cls, seed=seed, steps=steps, cfg=cfg, eta_mode=eta_mode, eta=eta, denoise=denoise,
+                                s_noise=s_noise)
+
+    @classmethod
     def execute(cls, model, positive, negative, latent_image, seed, steps, cfg, eta_mode, eta, denoise,
                 s_noise=1.0) -> io.NodeOutput:
+        validation.require(cls, seed=seed, steps=steps, cfg=cfg, eta_mode=eta_mode, eta=eta, denoise=denoise,
+                           s_noise=s_noise)
         sampler = make_sampler(eta_mode, eta, s_noise)
         sigmas = make_sigmas(model, steps, denoise)
         latent = latent_image.copy()
         samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+        check_family(model, samples, {"positive": positive, "negative": negative})
         noise = comfy.sample.prepare_noise(samples, seed, latent.get("batch_index"))
         callback = latent_preview.prepare_callback(model, steps)
         out = comfy.sample.sample_custom(model, noise, cfg, sampler, sigmas, positive, negative, samples,

@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 import torch
 
+from ..folders import model_file
 from .base import DTYPES, Reward
 
 log = logging.getLogger("quickstep")
@@ -82,34 +84,50 @@ def list_reward_files() -> list[str]:
     return sorted(out)
 
 
-def missing_file_error(name: str, kind: str | None = None) -> FileNotFoundError:
-    paths = search_paths()
+def _put_them_there(kind: str | None) -> str:
     kinds = [kind] if kind in EXPECTED else list(EXPECTED)
     expected = "\n".join(f"  - {k}: {EXPECTED[k]}" for k in kinds)
+    return f"put the files there (or add a '{FOLDER}:' entry to extra_model_paths.yaml). Expected:\n{expected}"
+
+
+def missing_file_error(name: str, kind: str | None = None) -> FileNotFoundError:
+    paths = search_paths()
     return FileNotFoundError(
         f"Reward model '{name}' not found in the '{FOLDER}' model folder. Searched: "
         f"{', '.join(paths) if paths else '(ComfyUI not loaded; pass a full path)'}. "
-        f"Put the files there (or add a '{FOLDER}:' entry to extra_model_paths.yaml). Expected:\n{expected}")
+        f"P{_put_them_there(kind)[1:]}")
+
+
+def resolve_name(name, kind: str | None = None, input: str = "reward_name") -> Path:
+    """The file a user-given `name` stands for: it must be one of the names the registered reward folders list
+    (what the node's combo shows); anything else (an absolute path, '..', '', a non-string) is a ValueError naming
+    `input`, and nothing outside the folders is looked at."""
+    search_paths()  # registers the folder
+    return model_file(FOLDER, name, input=input, hint=_put_them_there(kind))
 
 
 def resolve(name_or_path: str | os.PathLike, kind: str | None = None) -> Path:
-    """An existing file/folder path, or a name relative to the registered reward folders."""
+    """A path given by Python code (a Path, or an absolute path string) that exists, or a name the reward folders
+    list (`resolve_name`; without ComfyUI a relative string is a path from the working directory)."""
+    if isinstance(name_or_path, str) and not os.path.isabs(name_or_path) and _comfy_folders():
+        return resolve_name(name_or_path, kind)
     path = Path(name_or_path)
     if path.exists():
         return path
-    if not path.is_absolute():
-        for base in search_paths():
-            candidate = Path(base) / path
-            if candidate.exists():
-                return candidate
     raise missing_file_error(str(name_or_path), kind)
 
 
 # -- reading weights ---------------------------------------------------------------------------------------------
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # torch colours parts of its weights_only message
+
+
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Tensors of a .safetensors file, or of a .pt/.pth/.bin loaded with weights_only=True (a `state_dict` entry is
     unwrapped and DataParallel `module.` prefixes dropped)."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path.name} is a folder without config.json; pick the weights file inside it, or add the "
+                         "transformers config.json beside the weights.")
     if path.suffix.lower() in (".safetensors", ".sft"):
         from safetensors.torch import load_file
 
@@ -118,8 +136,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         try:
             sd = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as e:  # the pickle names what it refused
+            reason = ANSI.sub("", str(e)).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ValueError(f"{path.name} is not a plain tensor checkpoint: torch.load(weights_only=True) refused it "
-                             f"({str(e).splitlines()[0]}). Quickstep never unpickles code; convert the file to "
+                             f"({reason}). Quickstep never unpickles code; convert the file to "
                              f".safetensors with a trusted tool.") from None
         if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
             sd = sd["state_dict"]
@@ -267,6 +286,21 @@ def find_backbone(mlp_path: Path, in_features: int) -> Path:
         f"none found in {', '.join(str(r) for r in roots)}. Expected: {EXPECTED['aesthetic']}.")
 
 
+def kind_mismatch(path: Path, kind: str, error: Exception) -> str:
+    """The message for a file that failed to load as the `kind` a user set: the kind its layout shows, if another."""
+    reason = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    try:
+        detected = detect_kind(path)
+    except (ValueError, OSError, RuntimeError):
+        detected = None
+    if detected is not None and detected != kind:
+        article = "an" if detected[0] in "aeiou" else "a"
+        return (f"{path.name} is {article} {detected} reward (from its layout), not {kind}: set kind to auto or "
+                f"{detected}. "
+                f"Loading it as {kind} failed: {reason}")
+    return f"{path.name} could not be loaded as kind {kind}: {reason} Expected for {kind}: {EXPECTED[kind]}."
+
+
 # -- the entry point ---------------------------------------------------------------------------------------------
 def resolve_dtype(dtype, device=None) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
@@ -297,12 +331,18 @@ def load_reward(path: str | os.PathLike, kind: str = "auto", *, device=None, dty
     folder's, else ComfyUI's bundled comfy/sd1_tokenizer).
     """
     path = resolve(path, kind if kind != "auto" else None)
+    explicit = kind != "auto"
     if kind == "auto":
         kind = detect_kind(path)
     if kind not in KINDS:
         raise ValueError(f"kind must be auto or one of {', '.join(KINDS)}; got {kind!r}.")
     torch_dtype = resolve_dtype(dtype, device)
-    reward = _build(path, kind, backbone, tokenizer)
+    try:
+        reward = _build(path, kind, backbone, tokenizer)
+    except (ValueError, KeyError, RuntimeError) as e:
+        if not explicit:
+            raise
+        raise ValueError(kind_mismatch(path, kind, e)) from None
     reward.name = f"{kind}:{path.name}"
     if gradient_checkpointing:
         reward.enable_gradient_checkpointing()
@@ -315,6 +355,14 @@ def load_reward(path: str | os.PathLike, kind: str = "auto", *, device=None, dty
         reward.to(device=device or "cpu")
     log.info("[quickstep] loaded %r", reward)
     return reward
+
+
+def _comfy_folders() -> bool:
+    try:
+        import folder_paths  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _comfy_available() -> bool:

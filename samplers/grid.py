@@ -9,6 +9,8 @@ SDXL-Lightning and Hyper-SD. Pure Python: no torch, no ComfyUI.
 
 from __future__ import annotations
 
+import math
+
 MIN_STEPS = 1
 MAX_STEPS = 8
 
@@ -17,7 +19,7 @@ def check_steps_denoise(steps: int, denoise: float) -> None:
     if not isinstance(steps, int) or not MIN_STEPS <= steps <= MAX_STEPS:
         raise ValueError(f"steps must be an integer from {MIN_STEPS} to {MAX_STEPS} (few-step models use 1-4); "
                          f"got {steps!r}. Use core's BasicScheduler for longer schedules.")
-    if not 0.0 < denoise <= 1.0:
+    if isinstance(denoise, bool) or not isinstance(denoise, (int, float)) or not 0.0 < denoise <= 1.0:
         raise ValueError(f"denoise must be in (0, 1] (1 = text-to-image, lower = img2img strength); got {denoise!r}.")
 
 
@@ -57,7 +59,10 @@ def parse_custom(text: str) -> list[float]:
         values = [float(p) for p in parts]
     except ValueError:
         raise ValueError(f"custom_timesteps must be numbers separated by commas, e.g. '999, 749, 499, 249'; "
-                         f"got {text!r}.") from None
+                         f"got {text[:80]!r}.") from None
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"custom_timesteps must be finite numbers (no nan or inf), e.g. '999, 749, 499, 249'; "
+                         f"got {text[:80]!r}.")
     if not values:
         raise ValueError("custom_timesteps is empty; give a descending list such as '999, 749, 499, 249', "
                          "or leave it blank to use the grid.")

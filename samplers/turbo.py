@@ -31,6 +31,15 @@ def fresh_noise(shape, like: torch.Tensor, generator: torch.Generator) -> torch.
     return torch.randn(shape, generator=generator, dtype=torch.float32).to(like.device, like.dtype)
 
 
+SEED_RANGE = 1 << 64  # torch.Generator.manual_seed takes 0..2**64 - 1, the seed widgets' range
+
+
+def fresh_noise_seed(seed) -> int:
+    """The seed of the between-steps noise: one past the initial noise's seed (so the two differ), wrapped into
+    torch's range so the widgets' largest seed 2**64 - 1 works (core passes seeds to torch.manual_seed as they are)."""
+    return 0 if seed is None else (int(seed) + 1) % SEED_RANGE
+
+
 @torch.no_grad()
 def sample_turbo(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
                  check_interrupt=None):
@@ -41,7 +50,7 @@ def sample_turbo(model, x, sigmas, extra_args=None, callback=None, disable=None,
     extra_args = {} if extra_args is None else extra_args
     model_sampling = model.inner_model.inner_model.model_sampling
     seed = extra_args.get("seed")
-    generator = torch.Generator().manual_seed(int(seed) + 1 if seed is not None else 0)
+    generator = torch.Generator().manual_seed(fresh_noise_seed(seed))
     s_in = x.new_ones([x.shape[0]])
     keep = (1.0 - eta * eta) ** 0.5
     for i in trange(len(sigmas) - 1, disable=disable):
