@@ -1,0 +1,371 @@
+"""One LADD training step (Sauer et al. 2024, Sec. 3, Fig. 2), callable from a node or a command-line runner.
+
+    x0, c        a batch of the teacher's synthetic latents and their conditioning
+    x_s          the student's input at a grid sigma: x0 forward-noised (or, with backward simulation, the student's
+                 own earlier steps from pure noise, as DMD2 does); the top grid point is pure noise, as in sampling
+    x0_fake      = student(x_s)                          (base + LoRA)
+    D step       heads on teacher features (LoRA off) of re-noised x0 (real) and x0_fake (fake), both at their own
+                 t_hat ~ logit-normal; discriminator loss (+ optional R1 on real features); update the heads
+    G step       heads on teacher features of re-noised x0_fake, gradient through the frozen teacher and the student
+                 into the LoRA only; update the LoRA (every `g_every` steps)
+
+Everything runs inside core's guider (`samplers.differentiable.run_guided`): condition processing, model loading and
+patches are ComfyUI's. The G step back-propagates in two phases, the teacher part with the LoRA off and the student
+part with it on, so that activation checkpointing recomputes each block with the weights it ran with. Randomness
+comes from the trainer's own CPU generator only, so a saved and resumed run continues bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, fields
+
+import torch
+
+from ..samplers import differentiable as diff
+from ..samplers import grid as student_grid
+from ..samplers import schedule
+from ..samplers.turbo import implied_noise
+from . import features, heads, losses
+from . import lora as lora_mod
+from . import timesteps as ts
+
+
+@dataclass
+class Config:
+    """Everything that defines a run (saved with its state). Defaults follow the paper where it says."""
+
+    rank: int = 16
+    alpha: float = 0.0  # 0: alpha = rank (LoRA scale 1)
+    seed: int = 0
+    grid_steps: int = 4
+    heads: str = "auto"
+    head_width: int = 64
+    loss: str = losses.HINGE
+    lr_g: float = 1e-4
+    lr_d: float = 2e-4
+    betas: tuple = (0.0, 0.99)
+    r1_weight: float = 0.0
+    g_every: int = 1
+    warmup_steps: int = 0
+    renoise_mean: float = 1.0
+    renoise_std: float = 1.0
+    backward_simulation: bool = False
+    grad_clip: float = 1.0
+    ema: float = 0.0
+    bf16: bool = True
+    gradient_checkpointing: bool = True
+
+    def __post_init__(self):
+        self.betas = tuple(self.betas)
+
+    @property
+    def lora_alpha(self) -> float:
+        return float(self.alpha or self.rank)
+
+    def validate(self) -> None:
+        if not isinstance(self.rank, int) or self.rank < 1:
+            raise ValueError(f"rank must be a positive integer (4-64 is typical); got {self.rank!r}.")
+        student_grid.check_steps_denoise(self.grid_steps, 1.0)
+        if self.grid_steps > 4:
+            raise ValueError(f"grid_steps must be 1-4 (the student's few-step grid); got {self.grid_steps}.")
+        losses.check(self.loss)
+        for name in ("lr_g", "lr_d"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0; got {getattr(self, name)}.")
+        if self.g_every < 1:
+            raise ValueError(f"g_every must be >= 1 (a generator step every that many steps); got {self.g_every}.")
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"ema must be in [0, 1) (0 = off, e.g. 0.999); got {self.ema}.")
+        if self.renoise_std <= 0:
+            raise ValueError(f"renoise_std must be > 0; got {self.renoise_std}.")
+        if self.r1_weight < 0 or self.grad_clip < 0 or self.warmup_steps < 0:
+            raise ValueError("r1_weight, grad_clip and warmup_steps must be >= 0.")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Config:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def pooled_dim(model) -> int:
+    """Width of the pooled text embedding this family's text encoder gives (0 if the family uses none).
+
+    SDXL: adm_in_channels minus its six 256-wide size embeddings; SD3: adm_in_channels; Flux: vec_in_dim. SD1.x/2.x
+    UNets take no pooled vector, but their CLIP's pooled output has the context width (CLIP-L 768, OpenCLIP-H 1024).
+    """
+    unet = model.model.model_config.unet_config
+    arch = features.architecture(model.model.diffusion_model)
+    if arch == features.UNET:
+        adm = unet.get("adm_in_channels")
+        return int(adm) - 6 * 256 if adm else int(unet.get("context_dim") or 0)
+    if arch == features.MMDIT:
+        return int(unet.get("adm_in_channels") or 0)
+    return int(unet.get("vec_in_dim") or 0)
+
+
+def context_dim(model) -> int:
+    unet = model.model.model_config.unet_config
+    if "context_dim" in unet:
+        return int(unet["context_dim"])
+    if "context_in_dim" in unet:
+        return int(unet["context_in_dim"])
+    cfg = unet.get("context_embedder_config") or {}
+    return int(cfg.get("params", {}).get("in_features", 0))
+
+
+def check_model(model) -> None:
+    """Raise a clear error for a model LADD cannot train (family, schedule)."""
+    schedule.schedule_kind(model.get_model_object("model_sampling"))
+    features.architecture(model.model.diffusion_model)
+
+
+@contextmanager
+def _training_mode(copy_saved: bool):
+    """Autograd inside ComfyUI's inference mode (see samplers/differentiable.py); `copy_saved` copies saved
+    activations, which Flux's in-place residual updates need and UNets do not (it costs memory)."""
+    import comfy.model_management as mm
+
+    had = hasattr(mm, "in_training")
+    previous = getattr(mm, "in_training", False)
+    if had:
+        mm.in_training = True
+    hooks = torch.autograd.graph.saved_tensors_hooks(diff._save_copy, diff._identity) if copy_saved else nullcontext()
+    try:
+        with torch.inference_mode(False), torch.enable_grad(), hooks:
+            yield
+    finally:
+        if had:
+            mm.in_training = previous
+
+
+def _top_blocks(diffusion_model) -> list[torch.nn.Module]:
+    out = []
+    for name in ("input_blocks", "output_blocks", "joint_blocks", "double_blocks", "single_blocks"):
+        out += list(getattr(diffusion_model, name, []))
+    if hasattr(diffusion_model, "middle_block"):
+        out.append(diffusion_model.middle_block)
+    return out
+
+
+@contextmanager
+def checkpointing(diffusion_model, enabled: bool):
+    """Activation checkpointing of the top-level blocks for the duration of the block (the module is shared with
+    the user's MODEL, so the patch is always taken off again). Not used on Flux: its recomputation does not match
+    the saved activations under the activation-copy hooks Flux needs (see `_training_mode`)."""
+    patched = []
+    try:
+        if enabled:
+            for m in _top_blocks(diffusion_model):
+                original = m.forward
+
+                def wrapped(*args, _f=original, **kwargs):
+                    if not torch.is_grad_enabled():
+                        return _f(*args, **kwargs)
+                    return torch.utils.checkpoint.checkpoint(lambda a, k: _f(*a, **k), args, kwargs,
+                                                             use_reentrant=False)
+
+                m.forward = wrapped
+                patched.append(m)
+        yield
+    finally:
+        for m in patched:
+            del m.forward  # the instance attribute; the class method shows through again
+
+
+class Trainer:
+    """The live objects of a run: the student patcher (base + trainable LoRA), heads, optimisers, generator."""
+
+    def __init__(self, base_model, config: Config, lora_params: dict, heads_state: dict | None = None,
+                 opt_g_state: dict | None = None, opt_d_state: dict | None = None, ema: dict | None = None,
+                 step: int = 0, rng_state: torch.Tensor | None = None):
+        with torch.inference_mode(False):  # nodes run in inference mode; trainable tensors must be normal ones
+            self._setup(base_model, config, lora_params, heads_state, opt_g_state, opt_d_state, ema, step, rng_state)
+
+    def _setup(self, base_model, config, lora_params, heads_state, opt_g_state, opt_d_state, ema, step, rng_state):
+        import comfy.model_management
+
+        self.config, self.base_model, self.step = config, base_model, step
+        self.device = comfy.model_management.get_torch_device()
+        self.switch = lora_mod.Switch()
+        self.lora = {k: v.detach().clone().float().to(self.device).requires_grad_() for k, v in
+                     sorted(lora_params.items())}
+        self.patcher = lora_mod.attach(diff.grad_ready(base_model, "diffusion_model"), self.lora, config.lora_alpha,
+                                       self.switch)
+        self.diffusion_model = base_model.model.diffusion_model
+        self.arch = features.architecture(self.diffusion_model)
+        self.blocks = features.parse_blocks(self.diffusion_model, config.heads)
+        self.disc = heads.Discriminator([b.channels for b in self.blocks], pooled_dim(base_model),
+                                        config.head_width).to(self.device)
+        if heads_state is not None:
+            self.disc.load_state_dict(heads_state)
+        self.opt_g = torch.optim.AdamW(list(self.lora.values()), lr=config.lr_g, betas=config.betas, weight_decay=0.0)
+        self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=config.lr_d, betas=config.betas, weight_decay=0.0)
+        if opt_g_state is not None:
+            self.opt_g.load_state_dict(opt_g_state)
+        if opt_d_state is not None:
+            self.opt_d.load_state_dict(opt_d_state)
+        self.ema = ({k: v.detach().clone().float().to(self.device) for k, v in (ema or self.lora).items()}
+                    if config.ema > 0 else None)
+        self.generator = torch.Generator()
+        if rng_state is not None:
+            self.generator.set_state(rng_state.clone())
+        else:
+            self.generator.manual_seed(config.seed)
+
+    # ------------------------------------------------------------------ pieces of a step
+
+    def _randn(self, shape, like: torch.Tensor) -> torch.Tensor:
+        return torch.randn(shape, generator=self.generator, dtype=torch.float32).to(like.device, like.dtype)
+
+    def _autocast(self):
+        use = self.config.bf16 and self.device.type == "cuda"
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use)
+
+    def _features(self, denoise, x: torch.Tensor, sigma: torch.Tensor) -> list[torch.Tensor]:
+        with self.switch.set(False), self._autocast():
+            return features.extract(self.diffusion_model, self.blocks, lambda: denoise(x, sigma), x.shape[-2:])
+
+    def _student(self, denoise, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        with self.switch.set(True), self._autocast():
+            return denoise(x, sigma).float()
+
+    def _student_input(self, denoise, ms, x0: torch.Tensor, index: torch.Tensor, sigmas: torch.Tensor):
+        eps = self._randn(x0.shape, x0)
+        sigma_max = float(ms.sigma_max)
+        top = ms.noise_scaling(sigmas[:1].to(x0.device), eps, torch.zeros_like(x0),
+                               max_denoise=math.isclose(float(sigmas[0]), sigma_max, rel_tol=1e-5)
+                               or float(sigmas[0]) > sigma_max)
+        if not self.config.backward_simulation:
+            noised = ms.noise_scaling(sigmas[index].to(x0.device), eps, x0)
+            return torch.where((index == 0).to(x0.device).view(-1, 1, 1, 1), top, noised)
+        # backward simulation: the student's own Turbo steps from pure noise down to each sample's grid point
+        eta = schedule.default_eta(ms)
+        keep = (1.0 - eta * eta) ** 0.5
+        states, x = [top], top
+        with torch.no_grad():
+            for i in range(int(index.max())):
+                s, s_next = sigmas[i].to(x0.device), sigmas[i + 1].to(x0.device)
+                pred = self._student(denoise, x, s.expand(x.shape[0]))
+                noise = keep * implied_noise(ms, s, x, pred) if keep > 0 else torch.zeros_like(x)
+                if eta > 0:
+                    noise = noise + eta * self._randn(x.shape, x)
+                x = ms.noise_scaling(s_next, noise, pred)
+                states.append(x)
+        stacked = torch.stack(states)
+        return stacked[index.to(x0.device), torch.arange(x0.shape[0], device=x0.device)]
+
+    def _clip(self, params) -> None:
+        if self.config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
+
+    # ------------------------------------------------------------------ the step
+
+    def step_on(self, batch: dict) -> dict:
+        """One training step on `batch` (from `dataset.Dataset.batch`); returns its metrics and a preview latent."""
+        import comfy.model_management
+
+        cfg = self.config
+        latent = batch["latent"].to(self.device)
+        positive = batch["positive"]
+        pooled = batch.get("pooled")
+        pooled = pooled.to(self.device) if pooled is not None else None
+        do_g = self.step % cfg.g_every == 0
+        warm = self.step < cfg.warmup_steps
+        result = {}
+
+        def body(denoise, ms):
+            x0 = self.patcher.model.process_latent_in(latent).float()
+            b = x0.shape[0]
+            sigmas = ts.grid_sigmas(ms, cfg.grid_steps)
+            index = ts.sample_grid_index(b, cfg.grid_steps, warm, self.generator)
+            x_s = self._student_input(denoise, ms, x0, index, sigmas)
+            sigma_s = sigmas[index].to(self.device)
+            t_real = ts.sample_flow_time(b, cfg.renoise_mean, cfg.renoise_std, self.generator)
+            t_fake = ts.sample_flow_time(b, cfg.renoise_mean, cfg.renoise_std, self.generator)
+            eps_real, eps_fake = self._randn(x0.shape, x0), self._randn(x0.shape, x0)
+            s_real = ts.flow_time_to_sigma(ms, t_real.to(self.device))
+            s_fake = ts.flow_time_to_sigma(ms, t_fake.to(self.device))
+            t_both = torch.cat([t_real, t_fake]).to(self.device)
+            pooled_both = torch.cat([pooled, pooled]) if pooled is not None else None
+
+            with torch.set_grad_enabled(do_g):
+                x0_fake = self._student(denoise, x_s, sigma_s)
+
+            # ---- discriminator step (heads only)
+            with torch.no_grad():
+                noisy = torch.cat([ms.noise_scaling(s_real, eps_real, x0),
+                                   ms.noise_scaling(s_fake, eps_fake, x0_fake.detach())])
+                feats = self._features(denoise, noisy, torch.cat([s_real, s_fake]))
+            feats = [f.float() for f in feats]
+            if cfg.r1_weight > 0:
+                feats = [f.requires_grad_() for f in feats]
+            self.disc.requires_grad_(True)
+            logits = self.disc(feats, t_both, pooled_both)
+            real, fake = logits[:b], logits[b:]
+            loss_d = losses.discriminator_loss(real, fake, cfg.loss)
+            r1 = torch.zeros(())
+            if cfg.r1_weight > 0:
+                r1 = losses.r1_penalty(real, feats)
+                loss_d = loss_d + cfg.r1_weight * r1
+            self.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            self._clip(self.disc.parameters())
+            self.opt_d.step()
+            acc_real, acc_fake = losses.accuracy(real.detach(), fake.detach())
+            result.update(loss_d=float(loss_d.detach()), r1=float(r1.detach()), acc_real=acc_real, acc_fake=acc_fake)
+
+            # ---- generator step (LoRA only), back-propagated in two phases: teacher (LoRA off), student (LoRA on)
+            if do_g:
+                leaf = x0_fake.detach().requires_grad_()
+                self.disc.requires_grad_(False)
+                with self.switch.set(False):
+                    feats_g = self._features(denoise, ms.noise_scaling(s_fake, eps_fake, leaf), s_fake)
+                    loss_g = losses.generator_loss(self.disc([f.float() for f in feats_g], t_fake.to(self.device),
+                                                             pooled), cfg.loss)
+                    (grad_x0,) = torch.autograd.grad(loss_g, leaf)
+                self.opt_g.zero_grad(set_to_none=True)
+                with self.switch.set(True):
+                    x0_fake.backward(grad_x0)
+                self._clip(list(self.lora.values()))
+                self.opt_g.step()
+                self.disc.requires_grad_(True)
+                if self.ema is not None:
+                    with torch.no_grad():
+                        for k, v in self.lora.items():
+                            self.ema[k].lerp_(v.detach(), 1 - cfg.ema)
+                result["loss_g"] = float(loss_g)
+            result["preview"] = self.patcher.model.process_latent_out(x0_fake[:1].detach()).cpu()
+            return True
+
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        with _training_mode(copy_saved=self.arch == features.FLUX), \
+                checkpointing(self.diffusion_model, cfg.gradient_checkpointing and self.arch != features.FLUX):
+            diff.run_guided(self.patcher, positive, None, 1.0, torch.zeros_like(latent), body)
+        self.step += 1
+        result["step"] = self.step
+        return result
+
+    # ------------------------------------------------------------------ outputs
+
+    def lora_tensors(self, use_ema: bool = True) -> dict[str, torch.Tensor]:
+        src = self.ema if (use_ema and self.ema is not None) else self.lora
+        return {k: v.detach().float().cpu().clone() for k, v in src.items()}
+
+
+def train_step(trainer: Trainer, batch: dict) -> dict:
+    """The one training-step function: what the node's loop and a command-line runner call."""
+    return trainer.step_on(batch)
+
+
+def student_model(base_model, lora_params: dict, alpha: float):
+    """A MODEL for sampling the student: the base with a frozen snapshot of the LoRA as weight wrappers (later
+    training does not change it; the base weights are shared, not copied)."""
+    frozen = {k: v.detach().float().clone() for k, v in lora_params.items()}
+    return lora_mod.attach(base_model, frozen, alpha, None)
