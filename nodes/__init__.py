@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
+from .reno import RENO_NODES
 from .reward import REWARD_NODES
 from .toy import TOY_NODES
 from .turbo import TurboKSampler, TurboSampler, TurboScheduler
 
-NODES: list[type[io.ComfyNode]] = [TurboScheduler, TurboSampler, TurboKSampler, *REWARD_NODES, *TOY_NODES]
+NODES: list[type[io.ComfyNode]] = [TurboScheduler, TurboSampler, TurboKSampler, *REWARD_NODES, *RENO_NODES, *TOY_NODES]
 
 
 class QuickstepExtension(ComfyExtension):

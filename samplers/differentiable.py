@@ -171,3 +171,33 @@ def decode(vae, latent: torch.Tensor, patcher=None) -> torch.Tensor:
     pixels = vae.first_stage_model.decode(latent.to(vae.device, vae.vae_dtype))
     pixels = vae.process_output(pixels.to(torch.float32).clone())  # process_output works in place
     return pixels.movedim(1, -1)
+
+
+@contextmanager
+def checkpointed(layers):
+    """Gradient checkpointing of `layers` for the block: their activations are recomputed in backward instead of
+    stored. Each forward is restored on exit, so a shared model (a MODEL or reward other nodes use) is left as it
+    was. Tensor inputs are copied first: ComfyUI's Flux blocks update their input in place, and a recomputation
+    from a modified input would give a silently wrong gradient."""
+    from torch.utils.checkpoint import checkpoint
+
+    patched = []
+    for layer in layers:
+        if "forward" in layer.__dict__:  # already wrapped (by us or by the reward loader's option)
+            continue
+        forward = layer.forward
+
+        def wrapped(*args, _forward=forward, **kwargs):
+            if not torch.is_grad_enabled() or torch.is_inference_mode_enabled():
+                return _forward(*args, **kwargs)
+            args = tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args)
+            kwargs = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+            return checkpoint(_forward, *args, use_reentrant=False, **kwargs)
+
+        layer.forward = wrapped
+        patched.append(layer)
+    try:
+        yield len(patched)
+    finally:
+        for layer in patched:
+            del layer.forward
