@@ -121,6 +121,16 @@ def resolve(name_or_path: str | os.PathLike, kind: str | None = None) -> Path:
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # torch colours parts of its weights_only message
 
 
+def refusal_reason(error: Exception) -> str:
+    """What torch.load(weights_only=True) refused, without its colour codes or its advice to unpickle anyway."""
+    text = ANSI.sub("", str(error))
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if found:
+        return f"it would import {found.group(1)}"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0][:200] if lines else type(error).__name__
+
+
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Tensors of a .safetensors file, or of a .pt/.pth/.bin loaded with weights_only=True (a `state_dict` entry is
     unwrapped and DataParallel `module.` prefixes dropped)."""
@@ -136,7 +146,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         try:
             sd = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as e:  # the pickle names what it refused
-            reason = ANSI.sub("", str(e)).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            reason = refusal_reason(e)
             raise ValueError(f"{path.name} is not a plain tensor checkpoint: torch.load(weights_only=True) refused it "
                              f"({reason}). Quickstep never unpickles code; convert the file to "
                              f".safetensors with a trusted tool.") from None
