@@ -43,6 +43,11 @@ class State:
 
     @classmethod
     def of(cls, trainer: Trainer, identity: dict, history: list[dict]) -> State:
+        with torch.inference_mode(False):  # normal tensors, even when a node (inference mode) asks
+            return cls._of(trainer, identity, history)
+
+    @classmethod
+    def _of(cls, trainer: Trainer, identity: dict, history: list[dict]) -> State:
         cpu = lambda d: {k: v.detach().cpu().clone() for k, v in d.items()}  # noqa: E731
         return cls(model=trainer.base_model, config=trainer.config, identity=identity,
                    lora=cpu(trainer.lora), heads=cpu(trainer.disc.state_dict()),

@@ -179,6 +179,13 @@ def checkpointing(diffusion_model, enabled: bool):
             del m.forward  # the instance attribute; the class method shows through again
 
 
+def _copied(optimizer_state: dict) -> dict:
+    """An optimiser state dict with its tensors copied (the optimiser updates them in place)."""
+    return {"state": {i: {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in s.items()}
+                      for i, s in optimizer_state["state"].items()},
+            "param_groups": [dict(g) for g in optimizer_state["param_groups"]]}
+
+
 class Trainer:
     """The live objects of a run: the student patcher (base + trainable LoRA), heads, optimisers, generator."""
 
@@ -201,16 +208,18 @@ class Trainer:
         self.diffusion_model = base_model.model.diffusion_model
         self.arch = features.architecture(self.diffusion_model)
         self.blocks = features.parse_blocks(self.diffusion_model, config.heads)
-        self.disc = heads.Discriminator([b.channels for b in self.blocks], pooled_dim(base_model),
-                                        config.head_width).to(self.device)
+        with torch.random.fork_rng(devices=[]):  # fresh heads depend on the run's seed only
+            torch.manual_seed(config.seed)
+            self.disc = heads.Discriminator([b.channels for b in self.blocks], pooled_dim(base_model),
+                                            config.head_width).to(self.device)
         if heads_state is not None:
             self.disc.load_state_dict(heads_state)
         self.opt_g = torch.optim.AdamW(list(self.lora.values()), lr=config.lr_g, betas=config.betas, weight_decay=0.0)
         self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=config.lr_d, betas=config.betas, weight_decay=0.0)
         if opt_g_state is not None:
-            self.opt_g.load_state_dict(opt_g_state)
+            self.opt_g.load_state_dict(_copied(opt_g_state))
         if opt_d_state is not None:
-            self.opt_d.load_state_dict(opt_d_state)
+            self.opt_d.load_state_dict(_copied(opt_d_state))
         self.ema = ({k: v.detach().clone().float().to(self.device) for k, v in (ema or self.lora).items()}
                     if config.ema > 0 else None)
         self.generator = torch.Generator()
@@ -272,10 +281,11 @@ class Trainer:
         import comfy.model_management
 
         cfg = self.config
-        latent = batch["latent"].to(self.device)
-        positive = batch["positive"]
-        pooled = batch.get("pooled")
-        pooled = pooled.to(self.device) if pooled is not None else None
+        with torch.inference_mode(False):  # batches made inside a node's inference mode: copy them into normal ones
+            latent = batch["latent"].to(self.device, torch.float32, copy=True)
+            positive = batch["positive"]
+            pooled = batch.get("pooled")
+            pooled = pooled.to(self.device, torch.float32, copy=True) if pooled is not None else None
         do_g = self.step % cfg.g_every == 0
         warm = self.step < cfg.warmup_steps
         result = {}
@@ -340,8 +350,8 @@ class Trainer:
                     with torch.no_grad():
                         for k, v in self.lora.items():
                             self.ema[k].lerp_(v.detach(), 1 - cfg.ema)
-                result["loss_g"] = float(loss_g)
-            result["preview"] = self.patcher.model.process_latent_out(x0_fake[:1].detach()).cpu()
+                result["loss_g"] = float(loss_g.detach())
+            result["preview"] = x0_fake[:1].detach().cpu()  # model space, what ComfyUI's previewers take
             return True
 
         comfy.model_management.throw_exception_if_processing_interrupted()
