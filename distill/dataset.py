@@ -77,7 +77,7 @@ def generate(model, clip, prompts: list[str], seed: int, per_prompt: int, folder
             noise = torch.cat([comfy.sample.prepare_noise(zeros, s) for _, s in chunk])
             latent = zeros.expand(len(chunk), -1, -1, -1).contiguous()
             out = comfy.sample.sample(model, noise, steps, cfg, sampler_name, scheduler, pos, neg, latent,
-                                      seed=chunk[0][1], disable_pbar=True)
+                                      seed=chunk[0][1], disable_pbar=True, callback=_every_step(check_interrupt))
             cond, extras = pos[0][0][0], pos[0][1]
             for k, (index, item_seed) in enumerate(chunk):
                 tensors = {"latent": out[k].float().cpu().contiguous(), "cond": cond.float().cpu().contiguous()}
@@ -94,6 +94,13 @@ def generate(model, clip, prompts: list[str], seed: int, per_prompt: int, folder
     return written
 
 
+def _every_step(check_interrupt):
+    """A sampling callback that lets Cancel stop the teacher within one sampling step."""
+    if check_interrupt is None:
+        return None
+    return lambda step, x0, x, total: check_interrupt()
+
+
 @dataclass
 class Dataset:
     latents: torch.Tensor  # [N, C, H, W], VAE space
@@ -105,6 +112,9 @@ class Dataset:
 
     def __len__(self) -> int:
         return self.latents.shape[0]
+
+    def __repr__(self) -> str:
+        return f"LADD dataset: {len(self)} latents {tuple(self.latents.shape[1:])} from {self.folder}"
 
     def batch(self, indices: torch.Tensor) -> dict:
         extras = dict(self.extras)

@@ -87,7 +87,9 @@ def parse_blocks(diffusion_model, text: str) -> list[Block]:
     names = [t.strip() for t in text.split(",") if t.strip()]
     bad = [n for n in names if n not in by_name]
     if bad:
-        raise ValueError(f"heads: {bad} are not blocks of this model; use 'auto' or some of {list(by_name)}.")
+        shown = ", ".join(repr(n if len(n) <= 60 else n[:60] + "...") for n in bad[:5])
+        raise ValueError(f"heads: {shown} {'is' if len(bad) == 1 else 'are'} not blocks of this model; use 'auto' "
+                         f"or some of {list(by_name)[:40]}.")
     order = list(by_name)
     return sorted((by_name[n] for n in dict.fromkeys(names)), key=lambda b: order.index(b.name))
 

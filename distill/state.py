@@ -37,6 +37,10 @@ class State:
     rng: torch.Tensor | None = None
     history: list[dict] = field(default_factory=list)
 
+    def __repr__(self) -> str:
+        return (f"LADD state: step {self.step}, rank {self.config.rank}, {len(self.lora) // 2} LoRA layers, "
+                f"grid {self.config.grid_steps} steps, base {self.identity.get('class')}")
+
     def trainer(self) -> Trainer:
         return Trainer(self.model, self.config, self.lora, self.heads, self.opt_g, self.opt_d, self.ema, self.step,
                        self.rng)

@@ -18,6 +18,7 @@ from comfy_api.latest import io
 
 from ..distill import losses
 from ..distill.step import Config
+from . import validation
 from .compat import ADVANCED, schema
 
 log = logging.getLogger("quickstep")
@@ -85,7 +86,7 @@ class LADDDatasetNode(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="The teacher: the checkpoint to distil."),
                 io.Clip.Input("clip", tooltip="The teacher's text encoder (not needed after this node)."),
-                io.String.Input("prompts", multiline=True, default="",
+                io.String.Input("prompts", multiline=True, default="a photo of a cat\na photo of a red car",
                                 tooltip="One prompt per line. Empty: use the items already in the folder."),
                 io.Int.Input("seed", default=0, min=0, max=2**63 - 1,
                              tooltip="First seed; each prompt gets seeds seed .. seed + images_per_prompt - 1."),
@@ -113,17 +114,26 @@ class LADDDatasetNode(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, folder=None, prompts=None):
+    def validate_inputs(cls, prompts=None, seed=None, images_per_prompt=None, width=None, height=None, steps=None,
+                        cfg=None, sampler_name=None, scheduler=None, folder=None, negative=None, batch=None):
         from ..folders import check_name, message
 
-        if folder is not None:
-            return message(check_name, folder, input="folder", what="a folder inside the output folder")
-        return True
+        widgets = dict(prompts=prompts, seed=seed, images_per_prompt=images_per_prompt, width=width, height=height,
+                       steps=steps, cfg=cfg, sampler_name=sampler_name, scheduler=scheduler, folder=folder,
+                       negative=negative, batch=batch)
+        checked = validation.check(cls, **widgets)
+        if checked is not True or folder is None:
+            return checked
+        return message(check_name, folder, input="folder", what="a folder inside the output folder")
 
     @classmethod
     def execute(cls, model, clip, prompts, seed, images_per_prompt, width, height, steps, cfg, sampler_name,
                 scheduler, folder, negative="", batch=1) -> io.NodeOutput:
         from ..distill import dataset as ds
+
+        validation.require(cls, prompts=prompts, seed=seed, images_per_prompt=images_per_prompt, width=width,
+                           height=height, steps=steps, cfg=cfg, sampler_name=sampler_name, scheduler=scheduler,
+                           folder=folder, negative=negative, batch=batch)
 
         lines = [p.strip() for p in (prompts or "").splitlines() if p.strip()]
         target = _dataset_folder(folder, must_exist=not lines)
@@ -162,42 +172,51 @@ class LADDInit(io.ComfyNode):
                 io.Int.Input("rank", default=_D.rank, min=1, max=512, tooltip="LoRA rank of the student."),
                 io.Int.Input("seed", default=0, min=0, max=2**63 - 1,
                              tooltip="Seed of the LoRA and head initialisation and of all training randomness."),
-                io.String.Input("heads", default=_D.heads, **ADVANCED,
+                io.String.Input("heads", default=_D.heads, optional=True, **ADVANCED,
                                 tooltip="Blocks the discriminator heads read: 'auto' (UNet: last input block, "
                                         "middle block, an output block; DiT: three blocks in the first two thirds) "
                                         "or comma-separated module paths such as 'input_blocks.8, middle_block'."),
-                io.Int.Input("grid_steps", default=_D.grid_steps, min=1, max=4, **ADVANCED,
+                io.Int.Input("grid_steps", default=_D.grid_steps, min=1, max=4, optional=True, **ADVANCED,
                              tooltip="The student's grid (the Turbo sampler's trailing grid of this many steps); "
                                      "sample the student with 1 to this many steps."),
-                io.Combo.Input("loss", options=list(losses.LOSSES), default=_D.loss, **ADVANCED,
+                io.Combo.Input("loss", options=list(losses.LOSSES), default=_D.loss, optional=True, **ADVANCED,
                                tooltip="hinge (the paper) or non_saturating (softplus; steadier at batch size 1)."),
-                io.Float.Input("lr_g", default=_D.lr_g, min=1e-8, max=1.0, step=1e-6, **ADVANCED,
+                io.Float.Input("lr_g", default=_D.lr_g, min=1e-8, max=1.0, step=1e-6, optional=True, **ADVANCED,
                                tooltip="Learning rate of the LoRA (AdamW)."),
-                io.Float.Input("lr_d", default=_D.lr_d, min=1e-8, max=1.0, step=1e-6, **ADVANCED,
+                io.Float.Input("lr_d", default=_D.lr_d, min=1e-8, max=1.0, step=1e-6, optional=True, **ADVANCED,
                                tooltip="Learning rate of the discriminator heads (AdamW)."),
-                io.Float.Input("r1_weight", default=_D.r1_weight, min=0.0, max=1e4, step=0.01, **ADVANCED,
+                io.Float.Input("r1_weight", default=_D.r1_weight, min=0.0, max=1e4, step=0.01, optional=True, **ADVANCED,
                                tooltip="Weight of the R1 penalty on the heads' real inputs (0 = off)."),
-                io.Int.Input("g_every", default=_D.g_every, min=1, max=100, **ADVANCED,
+                io.Int.Input("g_every", default=_D.g_every, min=1, max=100, optional=True, **ADVANCED,
                              tooltip="A generator (LoRA) step every this many discriminator steps."),
-                io.Int.Input("warmup_steps", default=_D.warmup_steps, min=0, max=1000000, **ADVANCED,
+                io.Int.Input("warmup_steps", default=_D.warmup_steps, min=0, max=1000000, optional=True, **ADVANCED,
                              tooltip="Steps that train only on the low-noise half of the grid first (the paper "
                                      "warms up this way); then p = 0.7 on pure noise, 0.1 on each other step."),
-                io.Float.Input("ema", default=_D.ema, min=0.0, max=0.99999, step=0.001, **ADVANCED,
+                io.Float.Input("ema", default=_D.ema, min=0.0, max=0.99999, step=0.001, optional=True, **ADVANCED,
                                tooltip="EMA decay of the LoRA (0 = off); saves and the student MODEL use the EMA."),
-                io.Boolean.Input("backward_simulation", default=_D.backward_simulation, **ADVANCED,
+                io.Boolean.Input("backward_simulation", default=_D.backward_simulation, optional=True, **ADVANCED,
                                  tooltip="Student inputs from its own earlier steps from pure noise (DMD2) instead "
                                          "of forward-noised teacher samples (the paper)."),
-                io.Float.Input("renoise_mean", default=_D.renoise_mean, min=-5.0, max=5.0, step=0.1, **ADVANCED,
+                io.Float.Input("renoise_mean", default=_D.renoise_mean, min=-5.0, max=5.0, step=0.1, optional=True, **ADVANCED,
                                tooltip="Mean m of the logit-normal re-noise level (higher = more global feedback)."),
-                io.Float.Input("renoise_std", default=_D.renoise_std, min=0.01, max=5.0, step=0.1, **ADVANCED,
+                io.Float.Input("renoise_std", default=_D.renoise_std, min=0.01, max=5.0, step=0.1, optional=True, **ADVANCED,
                                tooltip="Spread s of the logit-normal re-noise level."),
-                io.Boolean.Input("bf16", default=_D.bf16, **ADVANCED,
+                io.Boolean.Input("bf16", default=_D.bf16, optional=True, **ADVANCED,
                                  tooltip="bf16 autocast of model calls on a GPU (ignored on the CPU)."),
-                io.Boolean.Input("gradient_checkpointing", default=_D.gradient_checkpointing, **ADVANCED,
+                io.Boolean.Input("gradient_checkpointing", default=_D.gradient_checkpointing, optional=True, **ADVANCED,
                                  tooltip="Recompute block activations in backward: much less memory, ~30% slower."),
             ],
             outputs=[LADDState.Output(display_name="state", tooltip="The untrained run, for LADD Train.")],
         )
+
+    @classmethod
+    def validate_inputs(cls, rank=None, seed=None, heads=None, grid_steps=None, loss=None, lr_g=None, lr_d=None,
+                        r1_weight=None, g_every=None, warmup_steps=None, ema=None, backward_simulation=None,
+                        renoise_mean=None, renoise_std=None, bf16=None, gradient_checkpointing=None):
+        return validation.check(cls, rank=rank, seed=seed, heads=heads, grid_steps=grid_steps, loss=loss, lr_g=lr_g,
+                                lr_d=lr_d, r1_weight=r1_weight, g_every=g_every, warmup_steps=warmup_steps, ema=ema,
+                                backward_simulation=backward_simulation, renoise_mean=renoise_mean,
+                                renoise_std=renoise_std, bf16=bf16, gradient_checkpointing=gradient_checkpointing)
 
     @classmethod
     def execute(cls, model, rank, seed, heads=_D.heads, grid_steps=_D.grid_steps, loss=_D.loss, lr_g=_D.lr_g,
@@ -206,6 +225,9 @@ class LADDInit(io.ComfyNode):
                 renoise_std=_D.renoise_std, bf16=_D.bf16, gradient_checkpointing=_D.gradient_checkpointing):
         from ..distill import features, lora, state, step
 
+        validation.require(cls, rank=rank, seed=seed, heads=heads, grid_steps=grid_steps, loss=loss, lr_g=lr_g,
+                           lr_d=lr_d, r1_weight=r1_weight, g_every=g_every, warmup_steps=warmup_steps, ema=ema,
+                           renoise_mean=renoise_mean, renoise_std=renoise_std)
         config = Config(rank=rank, seed=seed, heads=heads, grid_steps=grid_steps, loss=loss, lr_g=lr_g, lr_d=lr_d,
                         r1_weight=r1_weight, g_every=g_every, warmup_steps=warmup_steps, ema=ema,
                         backward_simulation=backward_simulation, renoise_mean=renoise_mean, renoise_std=renoise_std,
@@ -272,12 +294,14 @@ class LADDTrain(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, save_prefix=None):
+    def validate_inputs(cls, steps=None, batch_size=None, save_every=None, save_prefix=None):
         from ..folders import check_name, message
 
-        if save_prefix:
-            return message(check_name, save_prefix, input="save_prefix", what="a file name prefix")
-        return True
+        checked = validation.check(cls, steps=steps, batch_size=batch_size, save_every=save_every,
+                                   save_prefix=save_prefix)
+        if checked is not True or not save_prefix:
+            return checked
+        return message(check_name, save_prefix, input="save_prefix", what="a file name prefix")
 
     @classmethod
     def execute(cls, state, dataset, steps, batch_size, save_every, save_prefix=DEFAULT_PREFIX) -> io.NodeOutput:
@@ -354,6 +378,9 @@ class LADDSave(io.ComfyNode):
     def validate_inputs(cls, filename_prefix=None):
         from ..folders import check_name, message
 
+        checked = validation.check(cls, filename_prefix=filename_prefix)
+        if checked is not True:
+            return checked
         if filename_prefix is not None:
             return message(check_name, filename_prefix, input="filename_prefix", what="a file name prefix")
         return True
@@ -404,6 +431,9 @@ class LADDResume(io.ComfyNode):
     def validate_inputs(cls, state=None):
         from ..folders import check_name, message
 
+        checked = validation.check(cls, state=state)
+        if checked is not True:
+            return checked
         if state is not None:
             return message(check_name, state, input="state", what="a state file inside the output folder")
         return True
