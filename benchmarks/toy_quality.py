@@ -9,6 +9,14 @@ the reward. Two ceiling rows: real scenes of the same prompts, and the same scen
 scores the teacher on up to six *training* prompts per category: its gap to the held-out row is the cost of
 generalization, and its gap to the ceiling is plain fidelity. `--unet` scores another checkpoint (a training run's
 `--out` file) against the same table.
+
+    ~/.cache/quickstep/venv/bin/python benchmarks/toy_quality.py --reno     # writes benchmarks/results/toy_reno.md
+
+`--reno` scores ReNO instead (samplers/reno.py, the QuickstepReNO node's code) with the toy CLIP reward on the same
+held-out prompts: the few-step model alone (Turbo grid, eta 0: exactly ReNO's iteration 0), the same noises after
+ReNO (paper defaults, 50 iterations), and best-of-N by the same reward at the same wall-clock as ReNO (for each
+prompt, fresh seeds are sampled and scored until ReNO's time for that prompt is spent; the first batch is ReNO's
+start, so best-of-N never falls below the model alone either).
 """
 
 from __future__ import annotations
@@ -36,10 +44,18 @@ def main(argv=None):
                         "(e.g. a checkpoint of a training run written with --out)")
     parser.add_argument("--cfg", type=float, default=4.0)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "toy_quality.md"))
+    parser.add_argument("--out", default="", help="default: benchmarks/results/toy_quality.md (toy_reno.md with --reno)")
+    parser.add_argument("--reno", action="store_true", help="score ReNO and best-of-N instead of the teacher table")
+    parser.add_argument("--model", default="teacher", choices=["teacher", "student"], help="--reno: the generator")
+    parser.add_argument("--steps", type=int, default=2, help="--reno: Turbo steps of the generator")
+    parser.add_argument("--iterations", type=int, default=50, help="--reno: ReNO iterations")
+    parser.add_argument("--prompts", type=int, default=0, help="--reno: only the first N held-out prompts")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     harness.setup_inprocess_host("current")
+    if args.reno:
+        return reno_table(args)
+    args.out = args.out or str(ROOT / "benchmarks" / "results" / "toy_quality.md")
 
     from quickstep.toyworld import evaluate, generate, models, scenes
 
@@ -85,6 +101,87 @@ def main(argv=None):
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("# Toy-world quality\n\nCommand: `~/.cache/quickstep/venv/bin/python "
                               "benchmarks/toy_quality.py`\n\n" + table)
+
+
+def reno_table(args):
+    import comfy.sample
+
+    from quickstep.nodes.toy import load_toy_reward
+    from quickstep.nodes.turbo import make_sampler, make_sigmas
+    from quickstep.reward.stack import RewardStack
+    from quickstep.samplers import reno
+    from quickstep.toyworld import evaluate, generate, models, scenes
+
+    model = models.load_student() if args.model == "student" else models.load_unet()
+    clip, vae = models.load_clip(), models.load_vae()
+    reward = load_toy_reward()
+    stack = RewardStack([(reward, 1.0)])
+    prompts = scenes.heldout_prompts()[:args.prompts or None]
+    config = reno.ReNOConfig(iterations=args.iterations, steps=args.steps, cfg=args.cfg)
+    latent = {"samples": torch.zeros(args.images, 4, models.LATENT, models.LATENT)}
+    sampler, sigmas = make_sampler("manual", 0.0, 1.0), make_sigmas(model, args.steps, 1.0)
+    start, optimised, best_of_n = [], [], []
+    rewards = {"start": [], "reno": [], "best_of_n": []}
+    seconds = {"start": 0.0, "reno": 0.0, "best_of_n": 0.0}
+    candidates = []
+    for i, p in enumerate(prompts):
+        with torch.inference_mode():
+            pos, neg = generate.encode(clip, p.text), generate.encode(clip, "")
+            t0 = time.perf_counter()
+            result = reno.optimise_noise(model, vae, stack, pos, neg, latent, p.text, 1000 + i, config)
+            budget = time.perf_counter() - t0
+            seconds["reno"] += budget
+            start += [evaluate.score(im.numpy(), p) for im in result.initial_images]
+            optimised += [evaluate.score(im.numpy(), p) for im in result.images]
+            rewards["start"].append(result.initial_scores["total"])
+            rewards["reno"].append(result.best_scores["total"])
+            t0, n, best, best_images = time.perf_counter(), 0, None, None
+            while n == 0 or time.perf_counter() - t0 < budget:
+                seed = 1000 + i if n == 0 else 100_000 + 1000 * i + n
+                noise = comfy.sample.prepare_noise(latent["samples"], seed)
+                out = comfy.sample.sample_custom(model, noise, args.cfg, sampler, sigmas, pos, neg,
+                                                 latent["samples"], seed=seed, disable_pbar=True)
+                images = vae.decode(out).reshape(-1, 64, 64, 3).float().clamp(0, 1)
+                score = reward.score(images, p.text)
+                if n == 0:
+                    seconds["start"] += time.perf_counter() - t0
+                if best is None:
+                    best, best_images = score, images
+                else:
+                    better = score > best
+                    best = torch.where(better, score, best)
+                    best_images = torch.where(better.view(-1, 1, 1, 1), images, best_images)
+                n += 1
+            seconds["best_of_n"] += time.perf_counter() - t0
+            candidates.append(n)
+            best_of_n += [evaluate.score(im.numpy(), p) for im in best_images]
+            rewards["best_of_n"].append(best)
+        print(f"{p.text}: start {evaluate.summarize(start[-args.images:])['overall']:.2f} reno "
+              f"{evaluate.summarize(optimised[-args.images:])['overall']:.2f} best-of-{n} "
+              f"{evaluate.summarize(best_of_n[-args.images:])['overall']:.2f}", flush=True)
+    cats = list(scenes.CATEGORIES)
+    what = f"{args.model} at {args.steps} Turbo step(s), eta 0, CFG {args.cfg:g}"
+    rows = [(f"{what} (the ReNO start)", start, "start"),
+            (f"+ ReNO, toy CLIP reward, {args.iterations} iterations", optimised, "reno"),
+            (f"best-of-N by the toy CLIP reward at ReNO's wall-clock (N = {min(candidates)}-{max(candidates)}, "
+             f"mean {sum(candidates) / len(candidates):.1f})", best_of_n, "best_of_n")]
+    lines = [f"ReNO on the toy world: {len(prompts)} held-out prompts x {args.images} images, {what}; torch threads "
+             f"{args.threads}, CPU. Rewards are the toy CLIP score (100 x cosine); toy-GenEval from the analytic "
+             f"evaluator, which no reward sees.", "",
+             "| setting | overall | " + " | ".join(c.replace("_", " ") for c in cats) + " | mean reward | seconds |",
+             "|---|---|" + "---|" * len(cats) + "---|---|"]
+    for name, results, key in rows:
+        s = evaluate.summarize(results)
+        mean_reward = torch.cat(rewards[key]).mean().item()
+        lines.append(f"| {name} | **{s['overall']:.3f}** | " + " | ".join(f"{s.get(c, float('nan')):.2f}" for c in cats)
+                     + f" | {mean_reward:.2f} | {seconds[key]:.0f} |")
+    table = "\n".join(lines) + "\n"
+    print(table)
+    out = Path(args.out or ROOT / "benchmarks" / "results" / "toy_reno.md")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    command = "~/.cache/quickstep/venv/bin/python benchmarks/toy_quality.py --reno" + \
+        "".join(f" --{k} {getattr(args, k)}" for k in ("model", "steps", "iterations", "images", "cfg", "threads"))
+    out.write_text(f"# ReNO on the toy world\n\nCommand: `{command}`\n\n" + table)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from comfy_api.latest import io
 from ..reward.base import Reward
 from ..reward.stack import RewardStack
 from ..samplers import reno
+from . import validation
 from .compat import ADVANCED, schema
 from .reward import RewardModel, RewardType
 
@@ -175,13 +176,16 @@ class ReNO(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, prompt=None, iterations=None, learning_rate=None, steps=None, cfg=None, optimizer=None,
-                        momentum=None, nesterov=None, grad_clip=None, reg_weight=None, precision=None,
+    def validate_inputs(cls, prompt=None, seed=None, iterations=None, learning_rate=None, steps=None, cfg=None,
+                        optimizer=None, momentum=None, nesterov=None, grad_clip=None, reg_weight=None, precision=None,
                         checkpointing=None):
         given = {k: v for k, v in dict(iterations=iterations, learning_rate=learning_rate, steps=steps, cfg=cfg,
                                        optimizer=optimizer, momentum=momentum, nesterov=nesterov, grad_clip=grad_clip,
                                        reg_weight=reg_weight, precision=precision,
                                        checkpointing=checkpointing).items() if v is not None}
+        schema_check = validation.check(cls, prompt=prompt, seed=seed, **given)
+        if schema_check is not True:
+            return schema_check
         try:
             if prompt is not None:
                 check_prompt(prompt)
@@ -195,6 +199,10 @@ class ReNO(io.ComfyNode):
                 negative=None, optimizer=_DEFAULTS.optimizer, momentum=_DEFAULTS.momentum,
                 nesterov=_DEFAULTS.nesterov, grad_clip=_DEFAULTS.grad_clip, reg_weight=_DEFAULTS.reg_weight,
                 precision=_DEFAULTS.precision, checkpointing="off") -> io.NodeOutput:
+        validation.require(cls, prompt=prompt, seed=seed, iterations=iterations, learning_rate=learning_rate,
+                           steps=steps, cfg=cfg, optimizer=optimizer, momentum=momentum, nesterov=nesterov,
+                           grad_clip=grad_clip, reg_weight=reg_weight, precision=precision,
+                           checkpointing=checkpointing)
         check_prompt(prompt)
         config = make_config(iterations, learning_rate, steps, cfg, optimizer, momentum, nesterov, grad_clip,
                              reg_weight, precision, checkpointing)

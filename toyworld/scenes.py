@@ -109,8 +109,9 @@ def parse_prompt(text: str) -> Prompt:
     for p in all_prompts():
         if p.text == norm:
             return p
-    raise ValueError(f"prompt {text!r} is not in the toy-world grammar; expected e.g. 'a photo of a red circle left "
-                     f"of a blue square' (shapes {SHAPES}, colours {COLORS}, relations {RELATIONS}).")
+    raise ValueError(f"prompt {text!r} is not in the toy-world grammar; expected e.g. 'a photo of two triangles', "
+                     f"'a photo of a red circle and a blue square' or 'a photo of a circle left of a square' (shapes "
+                     f"{SHAPES}, colours {COLORS}, relations {RELATIONS}; relations take uncoloured shapes).")
 
 
 # ---------------------------------------------------------------- drawing

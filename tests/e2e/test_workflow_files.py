@@ -45,7 +45,7 @@ def problems_in(graph: dict, info: dict) -> list[str]:
                 if value[1] >= len(outputs):
                     problems.append(f"node {node_id}.{name}: output {value[1]} of {src['class_type']} does not exist")
                 elif isinstance(input_spec[0], str) and input_spec[0] not in ("*", "COMBO") \
-                        and outputs[value[1]] != input_spec[0]:
+                        and outputs[value[1]] not in input_spec[0].split(","):  # "A,B": a MultiType input
                     problems.append(f"node {node_id}.{name}: expects {input_spec[0]}, linked to {outputs[value[1]]}")
                 continue
             options = combo_options(input_spec)

@@ -235,21 +235,31 @@ def test_a_single_reward_model_connects_with_reno_weight():
 
 
 @pytest.mark.parametrize("overrides,match", [
-    ({"steps": 5}, "steps must be 1-4"),
-    ({"steps": 0}, "steps must be 1-4"),
-    ({"learning_rate": 0.0}, "learning_rate must be a finite number > 0"),
+    ({"steps": 5}, "steps must be an integer from 1 to 4"),
+    ({"steps": 0}, "steps must be an integer from 1 to 4"),
+    ({"learning_rate": 0.0}, "learning_rate must be a number from 0.001"),
     ({"learning_rate": float("nan")}, "learning_rate must be a finite number"),
-    ({"iterations": 0}, "iterations must be a positive integer"),
+    ({"iterations": 0}, "iterations must be an integer from 1"),
+    ({"iterations": 2.5}, "iterations must be an integer"),
     ({"prompt": "   "}, "prompt: ReNO needs the text"),
-    ({"optimizer": "lbfgs"}, "optimizer must be one of sgd, adam"),
-    ({"grad_clip": -1.0}, "grad_clip must be a finite number > 0"),
-    ({"cfg": "high"}, "cfg must be a finite number"),
+    ({"prompt": ["a", "b"]}, "prompt must be text"),
+    ({"optimizer": "lbfgs"}, "optimizer must be one of 'sgd', 'adam'"),
+    ({"grad_clip": -1.0}, "grad_clip must be a number from"),
+    ({"cfg": "high"}, "cfg must be a number"),
+    ({"momentum": float("inf")}, "momentum must be a finite number"),
+    ({"checkpointing": "some"}, "checkpointing must be one of"),
+    ({"seed": 2 ** 64}, "seed must be an integer from 0"),
 ])
 def test_bad_constants_are_rejected_before_the_queue_runs(overrides, match):
     args = {"prompt": "a red circle", "iterations": 3, "learning_rate": 5.0, "steps": 1, "cfg": 1.0, **overrides}
     message = ReNO.validate_inputs(**args)
-    assert isinstance(message, str) and message.startswith(match.split(" ")[0]) and \
-        __import__("re").search(match, message), message
+    assert isinstance(message, str) and message.startswith(match), message
+    assert ReNO.validate_inputs(prompt="a red circle", seed=2 ** 64 - 1, iterations=50, learning_rate=5.0) is True
+
+
+def test_bad_values_arriving_through_links_fail_in_execute(loaded):
+    with torch.inference_mode(), pytest.raises(ValueError, match="learning_rate must be a finite number"):
+        ReNO.execute(**node_args(loaded, learning_rate=float("nan")))
 
 
 def test_errors_from_connected_objects(loaded):
