@@ -132,7 +132,7 @@ def load(folder: Path) -> Dataset:
     import safetensors
 
     folder = Path(folder)
-    files = sorted(p for p in folder.glob(f"*{SUFFIX}") if not p.name.startswith(".")) if folder.is_dir() else []
+    files = sorted(p for p in folder.glob(f"*{SUFFIX}") if p.name[:-len(SUFFIX)].isdigit()) if folder.is_dir() else []
     if not files:
         raise ValueError(f"dataset: no items in {folder} (expected NNNNNN.safetensors files written by "
                          "QuickstepLADDDataset). Run the dataset node first, or point it at a folder that has them.")

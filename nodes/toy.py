@@ -34,9 +34,10 @@ class ToyCheckpoint(io.ComfyNode):
                         "EmptyLatentImage 128x128 (core makes a 16x16 latent; the toy VAE decodes it 4x to a "
                         "64x64 image) and prompts like '" + _EXAMPLE + "'.",
             inputs=[
-                io.Combo.Input("model", options=["teacher"], default="teacher",
+                io.Combo.Input("model", options=["teacher", "student"], default="teacher",
                                tooltip="Which toy diffusion model to load. teacher: the 25-step SD1-style UNet "
-                                       "trained with caption dropout (use CFG ~3-5)."),
+                                       "trained with caption dropout (use CFG ~3-5). student: the teacher plus the "
+                                       "shipped LADD LoRA, a 1-4 step model (Turbo sampler, CFG 1)."),
             ],
             outputs=[
                 io.Model.Output(display_name="MODEL", tooltip="The toy UNet (SD1 eps-prediction schedule)."),
@@ -50,7 +51,8 @@ class ToyCheckpoint(io.ComfyNode):
         validation.require(cls, model=model)
         from ..toyworld import models
 
-        return io.NodeOutput(models.load_unet(), models.load_clip(), models.load_vae())
+        unet = models.load_student() if model == "student" else models.load_unet()
+        return io.NodeOutput(unet, models.load_clip(), models.load_vae())
 
 
 class ToyReward(io.ComfyNode):

@@ -281,3 +281,37 @@ def test_lora_state_dict_round_trips():
     params = {"diffusion_model.a.up": torch.randn(3, 2), "diffusion_model.a.down": torch.randn(2, 5)}
     back, alpha = lora.from_comfy_lora(lora.to_comfy_lora(params, 2.0))
     assert alpha == 2.0 and all(torch.equal(back[k], params[k]) for k in params)
+
+
+def test_student_grid_and_renoise_levels_follow_each_familys_schedule(family_data):
+    from quickstep.distill import timesteps as ts
+    from quickstep.samplers import schedule
+
+    assert ts.grid_probabilities(4, warmup=False) == pytest.approx([0.7, 0.1, 0.1, 0.1])
+    assert ts.grid_probabilities(4, warmup=True) == [0.0, 0.0, 0.5, 0.5]
+    gen = torch.Generator().manual_seed(0)
+    t = ts.sample_flow_time(20000, 1.0, 1.0, gen)
+    assert float(t.median()) == pytest.approx(0.73, abs=0.02)  # sigmoid(1)
+    for family in ("sd1", "sd3", "flux"):
+        ms = family_data(family)[0].get_model_object("model_sampling")
+        torch.testing.assert_close(ts.grid_sigmas(ms, 4), schedule.turbo_sigmas(ms, 4)[:-1])  # the sampler's grid
+        top = ts.flow_time_to_sigma(ms, torch.tensor([1.0, 0.5]))
+        assert float(top[0]) == pytest.approx(float(ms.sigma_max), rel=1e-4) and float(top[1]) < float(top[0])
+
+
+def test_toy_checkpoint_offers_the_shipped_student():
+    from quickstep.nodes.toy import ToyCheckpoint
+    from quickstep.toyworld import models
+
+    with torch.inference_mode():
+        student, clip, _ = ToyCheckpoint.execute("student").result
+        teacher = ToyCheckpoint.execute("teacher").result[0]
+        sd = safetensors.torch.load_file(str(models.checked(models.STUDENT_FILE)))
+        n_layers = sum(k.endswith(".lora_up.weight") for k in sd)
+        assert n_layers > 10 and len(student.patches) == n_layers  # every LoRA layer found its weight
+        pos = clip.encode_from_tokens_scheduled(clip.tokenize("a photo of a red circle"))
+        latent = torch.zeros(1, 4, models.LATENT, models.LATENT)
+        noise = comfy.sample.prepare_noise(latent, 0)
+        a, b = (comfy.sample.sample_custom(m, noise, 1.0, make_sampler("auto", 1.0, 1.0), make_sigmas(m, 1, 1.0),
+                                           pos, pos, latent, seed=0, disable_pbar=True) for m in (student, teacher))
+    assert not torch.allclose(a, b, atol=1e-3)

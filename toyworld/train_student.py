@@ -1,0 +1,94 @@
+"""Distil the shipped toy teacher into a 1-4 step LoRA student with LADD (`distill/`), on a CPU.
+
+    ~/.cache/quickstep/venv/bin/python -m toyworld.train_student            # ~30 min on one CPU thread
+
+1. Synthetic data (LADD's recipe): the teacher sampled with CFG 4, 25 steps euler/normal (what the toy benchmark's
+   teacher row runs) over the *training* prompts, `--per-prompt` seeds each, into `--data` (resumable).
+2. LADD for `--minutes` of wall clock (or `--steps`), the same `distill.step.train_step` the QuickstepLADDTrain node
+   calls; the full state is saved atomically every `--save-every` steps to `--data`/state.safetensors, and a
+   rerun resumes from it.
+3. The LoRA (EMA weights) goes to toyworld/weights/student_lora.safetensors in core's LoRA format, and its SHA-256 into
+   SHA256SUMS. The loss curve goes to toyworld/logs/train_student.jsonl.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ._train import setup
+
+DEFAULTS = dict(threads=1, seed=0, per_prompt=10, data="/tmp/quickstep_toy_ladd", minutes=20.0, steps=0,
+                batch=8, rank=16, lr_g=2e-4, lr_d=2e-4, ema=0.99, warmup=100, g_every=1, loss="hinge",
+                save_every=100, log_every=10)
+
+
+def main(argv=None):
+    args, curve = setup("train_student", argv, **DEFAULTS)
+    import sys
+
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    import harness  # the pack as the `quickstep` package, as ComfyUI imports it
+
+    harness.register_pack()
+
+    from quickstep.distill import dataset as ds
+    from quickstep.distill import lora, state, step
+    from quickstep.toyworld import models, scenes
+
+    data_dir = Path(args.data)
+    teacher, clip = models.load_unet(), models.load_clip()
+    prompts = [p.text for p in scenes.train_prompts()]
+    t0 = time.time()
+    with torch.no_grad():
+        made = ds.generate(teacher, clip, prompts, seed=args.seed, per_prompt=args.per_prompt, folder=data_dir,
+                           width=128, height=128, steps=25, cfg=4.0, sampler_name="euler", scheduler="normal",
+                           batch=args.per_prompt)
+    curve.log(event="dataset", written=made, items=len(prompts) * args.per_prompt, seconds=round(time.time() - t0))
+    data = ds.load(data_dir)
+    ds.check_against(data, teacher, step.pooled_dim(teacher))
+
+    state_file = data_dir / "state.safetensors"
+    if state_file.is_file():
+        run = state.load(state_file, teacher)
+        curve.log(event="resume", step=run.step)
+    else:
+        cfg = step.Config(rank=args.rank, seed=args.seed, lr_g=args.lr_g, lr_d=args.lr_d, ema=args.ema,
+                          warmup_steps=args.warmup, g_every=args.g_every, loss=args.loss, bf16=False,
+                          gradient_checkpointing=False)
+        cfg.validate()
+        params = lora.init_params(lora.target_modules(teacher), cfg.rank, torch.Generator().manual_seed(cfg.seed))
+        run = state.State(model=teacher, config=cfg, identity=state.base_identity(teacher), lora=params)
+    trainer = run.trainer()
+    history = list(run.history)
+    start, budget = time.time(), args.minutes * 60
+    while True:
+        if args.steps and trainer.step >= args.steps:
+            break
+        if not args.steps and time.time() - start >= budget:
+            break
+        out = step.train_step(trainer, data.sample_batch(args.batch, trainer.generator))
+        out.pop("preview")
+        history.append(out)
+        if trainer.step % args.log_every == 0:
+            recent = history[-args.log_every:]
+            mean = {k: round(sum(h.get(k, 0.0) for h in recent) / len(recent), 4)
+                    for k in ("loss_g", "loss_d", "acc_real", "acc_fake")}
+            curve.log(step=trainer.step, **mean)
+        if trainer.step % args.save_every == 0:
+            state.save(state.State.of(trainer, run.identity, history), state_file)
+    final = state.State.of(trainer, run.identity, history)
+    state.save(final, state_file)
+    out_dir = Path(args.out) if args.out else models.WEIGHTS
+    target = out_dir / models.STUDENT_FILE
+    state.atomic_save(lora.to_comfy_lora(final.student_lora(), final.config.lora_alpha), target,
+                      {"quickstep": f"LADD toy student, step {final.step}, grid {final.config.grid_steps}"})
+    if not args.out:
+        models.record_hash(models.STUDENT_FILE)
+    curve.log(event="done", step=final.step, file=str(target), seconds=round(time.time() - start))
+
+
+if __name__ == "__main__":
+    main()
