@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -80,12 +81,18 @@ def main(argv=None):
     sigmas = schedule.turbo_sigmas(model.get_model_object("model_sampling"), args.steps)
     z0 = torch.randn(latent["samples"].shape, generator=torch.Generator().manual_seed(0))
 
-    def timed(forward):
+    flops = {}
+
+    def timed(forward, part):
         """(forward only, forward + backward) mean CPU seconds of `forward(leaf)` on a fresh leaf."""
         def once(backward):
             out = forward()
             if backward:
                 out.sum().backward()
+        if part not in flops:  # counted once, outside the timed calls
+            with FlopCounterMode(display=False) as counter:
+                once(True)
+            flops[part] = counter.get_total_flops()
         return (statistics.mean(cpu_time(lambda: once(False)) for _ in range(args.iterations)),
                 statistics.mean(cpu_time(lambda: once(True)) for _ in range(args.iterations)))
 
@@ -93,7 +100,7 @@ def main(argv=None):
         generate_latent = reno._Generator(ready_model, sigmas, torch.zeros_like(z0))
 
         def body(denoise, ms):
-            return timed(lambda: generate_latent(denoise, ms, z0.clone().requires_grad_()))
+            return timed(lambda: generate_latent(denoise, ms, z0.clone().requires_grad_()), "generator")
 
         with torch.inference_mode(), diff.autograd_enabled():
             return diff.run_guided(ready_model, pos, None, 1.0, latent["samples"], body)
@@ -106,11 +113,11 @@ def main(argv=None):
 
     def vae_part():
         with torch.inference_mode(), diff.autograd_enabled():
-            return timed(lambda: diff.decode(vae, lat.clone().requires_grad_(), ready_vae))
+            return timed(lambda: diff.decode(vae, lat.clone().requires_grad_(), ready_vae), "vae")
 
     def reward_part():
         with torch.inference_mode(), diff.autograd_enabled():
-            return timed(lambda: reward.score(images.clone().requires_grad_(), prompts))
+            return timed(lambda: reward.score(images.clone().requires_grad_(), prompts), "rewards")
 
     reno_run(iterations=2)  # warm-up
     rows = {"reno": [], "generator": [], "vae": [], "rewards": []}
@@ -150,15 +157,17 @@ def main(argv=None):
         f"Device: {mm.get_torch_device()}, torch threads {args.threads}, process CPU time, median of {args.repeats} "
         f"interleaved runs. Toy world: UNet {params / 1e6:.2f} M params, latent {models.LATENT}x{models.LATENT}, "
         f"batch {args.batch}, {args.steps} step(s), toy CLIP reward; ReNO runs of {args.iterations} iterations.", "",
-        "| part | forward (ms) | forward + backward (ms) |", "|---|---|---|",
-        f"| generator ({args.steps} guided model call(s)) | {1e3 * med['generator'][0]:.1f} | "
-        f"{1e3 * med['generator'][1]:.1f} |",
-        f"| VAE decode | {1e3 * med['vae'][0]:.1f} | {1e3 * med['vae'][1]:.1f} |",
-        f"| rewards | {1e3 * med['rewards'][0]:.1f} | {1e3 * med['rewards'][1]:.1f} |", "",
+        "| part | forward (ms) | forward + backward (ms) | GFLOP forward + backward | GFLOP/s |",
+        "|---|---|---|---|---|",
+        *[f"| {name} | {1e3 * med[part][0]:.1f} | {1e3 * med[part][1]:.1f} | {flops[part] / 1e9:.3f} | "
+          f"{flops[part] / 1e9 / med[part][1]:.1f} |"
+          for part, name in (("generator", f"generator ({args.steps} guided model call(s))"), ("vae", "VAE decode"),
+                             ("rewards", "rewards"))], "",
         f"| per run of {n} iterations ({n} forward, {n - 1} backward passes) | ms |", "|---|---|",
         f"| floor: the parts above, {n - 1} x forward + backward + 1 x forward | {1e3 * floor_run:.0f} |",
         f"| ReNO run (samplers/reno.py, the node's code) | {1e3 * med['reno']:.0f} |",
-        f"| **ReNO / floor** | **{med['reno'] / floor_run:.3f}** |", "",
+        f"| **ReNO / floor** | **{med['reno'] / floor_run:.3f}** |",
+        f"| FLOPs per iteration (forward + backward, all parts) | {sum(flops.values()) / 1e9:.3f} GFLOP |", "",
         "| checkpointing | activations kept for backward per iteration (MiB) |", "|---|---|",
         f"| off | {saved['off'] / 2 ** 20:.2f} |",
         f"| all (generator, VAE, rewards) | {saved['all'] / 2 ** 20:.2f} |",
