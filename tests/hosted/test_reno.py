@@ -294,3 +294,17 @@ def test_cancel_stops_within_one_iteration(loaded):
         reno.optimise_noise(model, vae, RewardStack([(reward, 1.0)]), cond, uncond, empty_latent("sd1"), "x", 0,
                             reno.ReNOConfig(iterations=50), check_interrupt=interrupt)
     assert reward.calls == 2  # two iterations ran, the third never started
+
+
+def test_out_of_memory_names_the_size_and_what_to_switch_on(loaded, monkeypatch):
+    import comfy.model_management as mm
+
+    def oom(*args, **kwargs):
+        raise mm.OOM_EXCEPTION("CUDA out of memory")
+
+    monkeypatch.setattr(reno, "optimise_noise", oom)
+    with torch.inference_mode(), pytest.raises(RuntimeError) as err:
+        ReNO.execute(**node_args(loaded, latent=empty_latent("sd1", batch=3, h=8, w=12)))
+    message = str(err.value)
+    for expected in ("out of memory", "(3, 4, 8, 12)", "batch 3", "checkpointing 'all'", "bf16", "image size"):
+        assert expected in message, message
