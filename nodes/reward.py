@@ -32,8 +32,8 @@ def _reward_path(reward_name, kind):
 
 
 def _backbone_path(backbone):
-    """None for auto (or absent), else the listed CLIP file the aesthetic MLP should use."""
-    if backbone is None or (isinstance(backbone, str) and backbone == AUTO):
+    """None for auto, else the listed CLIP file the aesthetic MLP should use (a null is refused)."""
+    if isinstance(backbone, str) and backbone == AUTO:
         return None
     return loading.resolve_name(backbone, "aesthetic", input="backbone")
 
@@ -82,7 +82,8 @@ class LoadReward(io.ComfyNode):
         try:
             if reward_name is not None:  # None: linked, checked in execute
                 _reward_path(reward_name, kind)
-            _backbone_path(backbone)
+            if backbone is not None:
+                _backbone_path(backbone)
         except ValueError as e:
             return str(e)
         return True

@@ -14,7 +14,9 @@ they are written once.
     def execute(cls, eta, s_noise):
         validation.require(cls, eta=eta, s_noise=s_noise)         # ValueError with the same message
 
-A value of None is skipped: that is how `validate_inputs` receives a linked (not yet computed) or absent input.
+In `check` a value of None is skipped: that is how `validate_inputs` receives a linked (not yet computed) or absent
+input. In `require` None is refused: `execute` gets None only for a literal null (an absent optional input takes the
+signature's default), so give optional widgets their schema default in the `execute` signature.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from numbers import Integral, Real
 from ..folders import shown
 
 EXAMPLES = 8
+WIDGETS = ("FLOAT", "INT", "BOOLEAN", "STRING", "COMBO")
 
 
 def _inputs(cls) -> dict:
@@ -84,7 +87,7 @@ def first_error(cls, values: dict, executing: bool = False) -> str | None:
         if name not in inputs:
             raise KeyError(f"{cls.__name__} has no input {name!r}")
         if value is None:
-            if executing and not inputs[name].optional:
+            if executing and inputs[name].get_io_type() in WIDGETS:  # an optional link may be absent
                 return f"{name} has no value (null); give it one{_bounds(inputs[name])}."
             continue
         message = widget_error(inputs[name], value)
@@ -99,7 +102,8 @@ def check(cls, **values) -> str | bool:
 
 
 def require(cls, **values) -> None:
-    """Raise ValueError with the message when a value does not fit (for execute, where linked values arrive)."""
+    """Raise ValueError with the message when a value does not fit or is None (for execute, where linked values
+    arrive)."""
     message = first_error(cls, values, executing=True)
     if message:
         raise ValueError(message)

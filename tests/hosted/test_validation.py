@@ -37,6 +37,8 @@ def validated_widgets():
 
 
 def bad_values(inp):
+    """Values that reach validate_inputs through /prompt: core's int()/float() conversion failed (then the raw value
+    arrives), or passed with a value out of range or NaN; combos arrive unconverted."""
     kind = inp.get_io_type()
     common = [[1, 2], {"a": 1}]
     if kind in ("FLOAT", "INT"):
@@ -52,9 +54,7 @@ def bad_values(inp):
         return values
     if kind == "COMBO":
         return ["no such option", "", "../../etc/passwd", "/etc/passwd", "x" * 10_000, 5, *common]
-    if kind == "BOOLEAN":
-        return ["true", 1, *common]
-    return [5, *common]  # STRING: core turns literals into str before; linked values arrive at execute
+    return []  # STRING, BOOLEAN: core turns every literal into str/bool before validate_inputs sees it
 
 
 def test_the_nodes_validate_widgets():
@@ -88,10 +88,11 @@ def test_bounds_come_from_the_schema():
         validation.check(turbo_nodes.TurboSampler, nope=1)
 
 
-def test_require_rejects_null_for_required_inputs_only():
+def test_require_rejects_null_that_check_lets_through_as_a_link():
     with pytest.raises(ValueError, match="eta_mode has no value"):
         validation.require(turbo_nodes.TurboSampler, eta_mode=None)
-    validation.require(turbo_nodes.TurboKSampler, s_noise=None)  # optional: absent
+    with pytest.raises(ValueError, match="s_noise has no value"):  # optional, but an absent one is not None
+        validation.require(turbo_nodes.TurboKSampler, s_noise=None)
     assert validation.check(turbo_nodes.TurboSampler, eta_mode=None) is True  # at validation None means linked
     with pytest.raises(ValueError, match="weight_2 must be a finite number"):
         RewardStackNode.execute(reward_1=object(), weighting="manual", weight_2=math.nan)  # a linked NaN
@@ -188,6 +189,12 @@ def test_a_model_outside_the_reward_folder_is_not_loaded(reward_dir):
     with pytest.raises(ValueError, match="not an absolute path"):
         LoadReward.execute(outside, "hps", "fp32", False)
     assert "backbone" in LoadReward.validate_inputs(reward_name="hps/HPS_v2.1_compressed.pt", backbone=outside)
+
+
+def test_a_null_backbone_is_refused_at_execute(reward_dir):
+    assert LoadReward.validate_inputs(reward_name="hps/HPS_v2.1_compressed.pt", backbone=None) is True  # a link
+    with pytest.raises(ValueError, match="backbone must be a file name"):
+        LoadReward.execute("hps/HPS_v2.1_compressed.pt", "auto", "fp32", False, backbone=None)
 
 
 def test_a_kind_that_does_not_match_the_file_names_both(reward_dir):
