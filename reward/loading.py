@@ -21,7 +21,7 @@ log = logging.getLogger("quickstep")
 
 FOLDER = "rewards"
 EXTENSIONS = (".safetensors", ".sft", ".pt", ".pth", ".bin")
-KINDS = ("clip", "pickscore", "hps", "imagereward", "aesthetic")
+KINDS = ("clip", "pickscore", "hps", "imagereward", "aesthetic", "toymatch")
 _PREFERRED = {".safetensors": 0, ".sft": 0, ".bin": 1, ".pt": 2, ".pth": 2}
 
 #: what each kind expects in models/rewards/, and where users get it
@@ -36,6 +36,8 @@ EXPECTED = {
     "aesthetic": "sac+logos+ava1-l14-linearMSE.pth from https://github.com/christophschuhmann/improved-aesthetic-predictor "
                  "plus the CLIP ViT-L/14 folder clip-vit-large-patch14/ (config.json + model.safetensors) from "
                  "https://huggingface.co/openai/clip-vit-large-patch14",
+    "toymatch": "toy_match.safetensors with toy_match.json beside it, from Quickstep's toyworld/weights/ (the toy-world "
+                "match reward, trained by toyworld/train_reward.py)",
 }
 
 
@@ -251,6 +253,8 @@ def detect_kind(path: str | os.PathLike) -> str:
     stripped = {k[len("module."):] if k.startswith("module.") else k for k in keys}
     if any(k.startswith("blip.visual_encoder.") for k in stripped):
         return "imagereward"
+    if any(k.startswith("match_query.") for k in stripped):
+        return "toymatch"
     if {"visual.conv1.weight", "token_embedding.weight"} <= stripped:
         return "hps"
     if "layers.0.weight" in keyset and all(k.startswith("layers.") for k in keyset):
@@ -334,7 +338,7 @@ def load_reward(path: str | os.PathLike, kind: str = "auto", *, device=None, dty
                 tokenizer=None, managed: bool | None = None) -> Reward:
     """Load a reward model from a file or folder (or a name in the `rewards` model folder).
 
-    kind: auto (detected from the layout) or one of clip, pickscore, hps, imagereward, aesthetic.
+    kind: auto (detected from the layout) or one of clip, pickscore, hps, imagereward, aesthetic, toymatch.
     device: where the weights live; None = ComfyUI's memory manager decides (ModelPatcher + load_models_gpu) when
     running inside ComfyUI, else CPU. dtype: fp32, bf16, fp16, auto or a torch.dtype. backbone: the CLIP for the
     aesthetic MLP (default: found by embedding width). tokenizer: override the CLIP tokenizer (default: the model
@@ -395,6 +399,13 @@ def _build(path: Path, kind: str, backbone, tokenizer) -> Reward:
         return clip_mod.CLIP_KINDS[kind](model, tokenizer, image_size=size, mean=mean, std=std)
     if path.is_dir():
         raise ValueError(f"{kind} rewards load from a file, not a folder; pick the weights file in {path}.")
+    if kind == "toymatch":
+        from .toy_match import KEY_PREFIX, from_state_dict
+
+        sd = read_state_dict(path)
+        if not any(k.startswith(KEY_PREFIX) for k in sd):
+            raise ValueError(f"{path.name} is not a toy match reward (no {KEY_PREFIX}* weights).")
+        return from_state_dict(sd, path)
     if kind == "imagereward":
         from .blip import ImageRewardReward, build_imagereward, load_bert_tokenizer, read_med_config
 
