@@ -1,13 +1,18 @@
 """Every shipped workflow is valid against the running server's /object_info: known nodes, known inputs, required
 inputs present, links to existing outputs of the right type, widget values in range. Workflows for real models
-(their checkpoints cannot be downloaded here) are checked this way; toy workflows also run (test_toy_workflows)."""
+(their checkpoints cannot be downloaded here) are checked this way; toy workflows also run (test_toy_workflows).
+The committed files are what `python -m workflows.build` writes from workflows/describe.py (one source of truth)."""
 
 import json
 from pathlib import Path
 
 import pytest
 
-WORKFLOWS = sorted((Path(__file__).resolve().parents[2] / "workflows" / "api").glob("*.json"))
+from workflows import build
+from workflows.describe import FLOWS
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKFLOWS = sorted((ROOT / "workflows" / "api").glob("*.json"))
 MODEL_FILE = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".gguf", ".bin")
 
 
@@ -81,3 +86,23 @@ def test_validator_catches_a_broken_workflow(server):
     for expected in ("required input s_noise missing", "'sometimes' not in", "7.0 outside", "expects LATENT",
                      "missing node 9", "no output node"):
         assert expected in found
+
+
+def test_committed_workflows_are_what_the_description_builds(server, pin):
+    if pin != "current":
+        pytest.skip("the files are built from the current pin's /object_info; test_ui_workflows converts on both")
+    expected = build.expected_files(server.object_info())
+    stale = [str(p.relative_to(ROOT)) for p, text in expected.items() if not p.exists() or p.read_text() != text]
+    assert not stale, f"{stale} differ from workflows/describe.py: run `python -m workflows.build` and commit"
+    shipped = {p for d in (build.UI_DIR, build.API_DIR) for p in d.glob("*.json")}
+    assert shipped == set(expected), f"not in describe.py: {sorted(map(str, shipped - set(expected)))}"
+
+
+def test_every_real_workflow_has_a_toy_twin_and_every_workflow_a_thumbnail():
+    names = {f.name for f in FLOWS}
+    for flow in FLOWS:
+        assert flow.name.startswith("toy_") or flow.twin in names, f"{flow.name}: no toy twin"
+        assert (build.UI_DIR / f"{flow.name}.jpg").is_file(), f"{flow.name}: no thumbnail (python -m workflows.thumbnails)"
+    for feature in ("sd_turbo_1step", "sdxl_turbo_1step", "sd35_large_turbo_4step", "flux_schnell_4step",
+                    "best_of_n_sd_turbo", "reno_sd_turbo", "reno_rerender_sd_turbo", "ladd_sdxl"):
+        assert feature in names
