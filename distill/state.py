@@ -110,6 +110,7 @@ def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str
         safetensors.torch.save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # as a plain write would leave it (the temporary file may be private)
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -1,12 +1,12 @@
 """Distil the shipped toy teacher into a 1-4 step LoRA student with LADD (`distill/`), on a CPU.
 
-    ~/.cache/quickstep/venv/bin/python -m toyworld.train_student            # ~30 min on one CPU thread
+    ~/.cache/quickstep/venv/bin/python -m toyworld.train_student            # ~20 min on one idle CPU thread
 
 1. Synthetic data (LADD's recipe): the teacher sampled with CFG 4, 25 steps euler/normal (what the toy benchmark's
    teacher row runs) over the *training* prompts, `--per-prompt` seeds each, into `--data` (resumable).
-2. LADD for `--minutes` of wall clock (or `--steps`), the same `distill.step.train_step` the QuickstepLADDTrain node
-   calls; the full state is saved atomically every `--save-every` steps to `--data`/state.safetensors, and a
-   rerun resumes from it.
+2. LADD for `--steps` steps (or `--minutes` of wall clock when steps is 0), the same `distill.step.train_step` the
+   QuickstepLADDTrain node calls; the full state is saved atomically every `--save-every` steps to
+   `--data`/state.safetensors, and a rerun resumes from it exactly (a resumed run equals an uninterrupted one).
 3. The LoRA (EMA weights) goes to toyworld/weights/student_lora.safetensors in core's LoRA format, and its SHA-256 into
    SHA256SUMS. The loss curve goes to toyworld/logs/train_student.jsonl.
 """
@@ -18,8 +18,8 @@ from pathlib import Path
 
 from ._train import setup
 
-DEFAULTS = dict(threads=1, seed=0, per_prompt=10, data="/tmp/quickstep_toy_ladd", minutes=20.0, steps=0,
-                batch=8, rank=16, lr_g=2e-4, lr_d=2e-4, ema=0.99, warmup=100, g_every=1, loss="hinge",
+DEFAULTS = dict(threads=1, seed=0, per_prompt=16, data="/tmp/quickstep_toy_ladd", minutes=0.0, steps=2400,
+                batch=8, rank=16, lr_g=5e-4, lr_d=5e-4, ema=0.99, warmup=100, g_every=1, loss="hinge",
                 save_every=100, log_every=10)
 
 
@@ -67,7 +67,7 @@ def main(argv=None):
     while True:
         if args.steps and trainer.step >= args.steps:
             break
-        if not args.steps and time.time() - start >= budget:
+        if not args.steps and (budget <= 0 or time.time() - start >= budget):
             break
         out = step.train_step(trainer, data.sample_batch(args.batch, trainer.generator))
         out.pop("preview")

@@ -70,12 +70,12 @@ def test_a_step_trains_the_lora_and_heads_and_never_the_base(family_data, family
     state = new_state(model, r1_weight=0.1, ema=0.5, backward_simulation=family == "sdxl")
     trainer = state.trainer()
     heads_before = {k: v.clone() for k, v in trainer.disc.state_dict().items()}
-    metrics = run_steps(trainer, data, 2)
+    metrics = run_steps(trainer, data, 1)  # one discriminator and one generator update
     assert all(torch.isfinite(torch.tensor([m["loss_g"], m["loss_d"]])).all() for m in metrics)
     after = model.model.diffusion_model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before), "base weights changed"
     ups = [v for k, v in trainer.lora.items() if k.endswith(".up")]
-    assert any(float(u.abs().max()) > 0 for u in ups), "the LoRA did not move off zero"
+    assert any(float(u.detach().abs().max()) > 0 for u in ups), "the LoRA did not move off zero"
     assert any(not torch.equal(heads_before[k], v) for k, v in trainer.disc.state_dict().items())
 
 
