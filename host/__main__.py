@@ -1,7 +1,8 @@
-"""`python3 -m host test|demo`: the README's two commands for a fresh machine.
+"""`python3 -m host test|demo|queue`: the README's two commands for a fresh machine, and the queue command.
 
 Both find the ComfyUI hosts (see locate.py), make the project virtualenv (see venv.py) and then run, inside it, the
-whole pytest suite (current pin: every tier; minimum pin: the tests marked `minimum_pin`) or the headless demo.
+whole pytest suite (current pin: every tier; minimum pin: the tests marked `minimum_pin`), the headless demo, or
+`python -m workflows.queue` (`python3 -m host queue WORKFLOW.json [--server URL] [--out DIR]`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from .venv import ensure_venv
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m host", description=__doc__)
-    parser.add_argument("command", choices=["test", "demo"])
-    parser.add_argument("args", nargs=argparse.REMAINDER, help="passed on to pytest (test) or the demo runner")
+    parser.add_argument("command", choices=["test", "demo", "queue"])
+    parser.add_argument("args", nargs=argparse.REMAINDER,
+                        help="passed on to pytest (test), the demo runner or the queue command")
     opts = parser.parse_args(argv)
     try:
         current = find_host("current")
@@ -28,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     python = str(ensure_venv(current))
     env = dict(os.environ, QUICKSTEP_HOST_CURRENT=str(current), PYTHONPYCACHEPREFIX=str(cache_root() / "pycache"))
+    if opts.command == "queue":
+        path = os.pathsep.join(filter(None, [str(PACK_ROOT), env.get("PYTHONPATH")]))  # paths stay the caller's
+        return subprocess.run([python, "-m", "workflows.queue", *opts.args], env=dict(env, PYTHONPATH=path)).returncode
     if opts.command == "demo":
         return subprocess.run([python, "-m", "host.demo", "--host", str(current), *opts.args],
                               cwd=PACK_ROOT, env=env).returncode

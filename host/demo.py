@@ -1,10 +1,12 @@
-"""The main job: run every shipped `workflows/api/toy_*.json` headless through a real ComfyUI on the embedded toy model.
+"""The main job: run every shipped toy workflow headless through a real ComfyUI on the embedded toy model, with the
+queue command's client (workflows/queue.py), from the UI-format files the template browser lists.
 
     python3 -m host demo                      # via the README command (sets up the host and venv first)
     python -m host.demo --host PATH [--output DIR] [--only NAME]
 
-Each workflow is API format (what `POST /prompt` takes). Images land in --output (default: ./quickstep-demo/), one
-subfolder per workflow; the run fails if any workflow errors or returns no image.
+Each `example_workflows/toy_*.json` is converted to API format through the server's /object_info (as the frontend's
+export does), queued, followed on the websocket with a progress bar per node, and its images land in --output
+(default: ./quickstep-demo/), one subfolder per workflow; the run fails if any workflow errors or returns no image.
 """
 
 from __future__ import annotations
@@ -15,37 +17,39 @@ import sys
 import time
 from pathlib import Path
 
+from workflows.queue import Client, describe_error, save_outputs
+
 from .locate import PACK_ROOT
 from .server import ComfyServer
 
-WORKFLOWS = PACK_ROOT / "workflows" / "api"  # API format (the template browser reads UI format only)
+WORKFLOWS = PACK_ROOT / "example_workflows"  # UI format; the API twins are in workflows/api/
 
 
 def run_demo(host: Path, output: Path, only: str | None = None) -> int:
     flows = sorted(p for p in WORKFLOWS.glob("toy_*.json") if only is None or only in p.stem)
     if not flows:
-        print(f"[quickstep] no workflows/api/toy_*.json{f' matching {only!r}' if only else ''} to run", file=sys.stderr)
+        print(f"[quickstep] no example_workflows/toy_*.json{f' matching {only!r}' if only else ''} to run",
+              file=sys.stderr)
         return 1
     failures = 0
     with ComfyServer(host) as server:
         print(f"[quickstep] ComfyUI {host} on {server.url}; running {len(flows)} workflow(s)", flush=True)
+        client = Client(server.url)
         for flow in flows:
             start = time.monotonic()
-            result = server.run(json.loads(flow.read_text()))
-            images = [img for out in result.outputs.values() for img in out.get("images", [])]
-            texts = [t for out in result.outputs.values() for t in out.get("text", [])]
-            if result.status != "success" or not images:
+            print(f"[quickstep] {flow.name}", flush=True)
+            result = client.run(client.prompt_of(json.loads(flow.read_text())))
+            if result["status"] != "success":
                 failures += 1
-                detail = result.error["exception_message"] if result.error else "no images returned"
-                print(f"  FAILED {flow.name}: {detail}", flush=True)
+                print(f"  FAILED {flow.name}: {describe_error(result)}", flush=True)
                 continue
-            target = output / flow.stem
-            target.mkdir(parents=True, exist_ok=True)
-            for img in images:
-                (target / img["filename"]).write_bytes(server.view(img))
-            summary = f"; {' | '.join(texts)}" if texts else ""
-            print(f"  ok {flow.name}: {len(images)} image(s) -> {target} in {time.monotonic() - start:.1f}s"
-                  f"{summary}", flush=True)
+            saved = save_outputs(client, result, output / flow.stem)
+            if not saved:
+                failures += 1
+                print(f"  FAILED {flow.name}: no images returned", flush=True)
+                continue
+            print(f"  ok {flow.name}: {len(saved)} image(s) -> {output / flow.stem} in "
+                  f"{time.monotonic() - start:.1f}s", flush=True)
     print(f"[quickstep] demo: {len(flows) - failures} passed, {failures} failed", flush=True)
     return 1 if failures else 0
 
