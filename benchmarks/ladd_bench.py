@@ -1,0 +1,239 @@
+"""LADD: quality of the shipped toy student, and the cost of a LADD step against core's TrainLoraNode, in one run.
+
+    ~/.cache/quickstep/venv/bin/python benchmarks/ladd_bench.py     # writes benchmarks/results/ladd.md (~5 min, CPU)
+
+Quality: toy-GenEval (toyworld/evaluate.py, an analytic detector, never a reward) on the held-out prompts, `--images`
+fixed seeds each: the student (toyworld/weights/student_lora.safetensors through core's LoRA loader) at 1, 2 and 4
+Turbo steps with CFG 1, against the teacher at 25 steps euler/normal with CFG 4 (what its dataset was sampled with)
+and the teacher itself at 1, 2 and 4 Turbo steps with CFG 4. Ratios are to the teacher's 25-step score.
+
+Cost: the toy UNet (1.7M parameters, 16x16x4 latents), batch `--batch`, LoRA rank 16, fp32, gradient checkpointing
+on, one torch thread, each method in its own fresh process: seconds per step (the difference of a long and a short
+run, so set-up cancels) and the peak resident memory above the process's footprint before training (Linux VmHWM
+after clearing it). A LADD step is one discriminator update (two truncated teacher passes without grad) plus one
+generator update (student and truncated teacher forward and backward); a TrainLoraNode step is one denoising forward
+and backward.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+import harness  # noqa: E402
+
+harness.register_pack()
+
+RANK = 16
+
+
+def _rss(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _load() -> str:
+    import os
+
+    return "/".join(f"{v:.1f}" for v in os.getloadavg()) + f" on {os.cpu_count()} CPUs"
+
+
+def _reset_peak() -> None:
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
+
+
+def _toy_batch(batch: int, seed: int = 0):
+    """Toy-teacher-shaped training data: latents and CLIP conditioning of toy prompts."""
+    import torch
+
+    from quickstep.toyworld import models, scenes
+    from quickstep.toyworld.generate import encode
+
+    clip = models.load_clip()
+    prompts = [p.text for p in scenes.train_prompts()][:batch]
+    conds = [encode(clip, p) for p in prompts]
+    cond = torch.cat([c[0][0] for c in conds])
+    pooled = torch.cat([c[0][1]["pooled_output"] for c in conds])
+    latents = torch.randn(batch, 4, models.LATENT, models.LATENT, generator=torch.Generator().manual_seed(seed))
+    return latents, cond, pooled
+
+
+def _count_rows() -> list[int]:
+    """Record the batch size of every diffusion-model call (to report rows per step)."""
+    import comfy.model_base
+
+    rows: list[int] = []
+    original = comfy.model_base.BaseModel._apply_model
+
+    def counted(self, x, *args, **kwargs):
+        rows.append(int(x.shape[0]))
+        return original(self, x, *args, **kwargs)
+
+    comfy.model_base.BaseModel._apply_model = counted
+    return rows
+
+
+def child_ladd(steps: int, batch: int) -> dict:
+    import torch
+
+    from quickstep.distill import dataset as ds
+    from quickstep.distill import lora, state, step
+    from quickstep.toyworld import models
+
+    with torch.inference_mode():
+        model = models.load_unet()
+        latents, cond, pooled = _toy_batch(batch)
+        data = ds.Dataset(latents, cond, pooled, [""] * batch, {}, "memory")
+        cfg = step.Config(rank=RANK, bf16=False, gradient_checkpointing=True)
+        params = lora.init_params(lora.target_modules(model), RANK, torch.Generator().manual_seed(0))
+        run = state.State(model=model, config=cfg, identity={}, lora=params)
+        rows = _count_rows()
+        base = _rss("VmRSS")
+        _reset_peak()
+        t0 = time.perf_counter()
+        trainer = run.trainer()
+        for _ in range(steps):
+            step.train_step(trainer, data.sample_batch(batch, trainer.generator))
+        seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "peak_bytes": _rss("VmHWM") - base, "rows_per_step": sum(rows) / steps}
+
+
+def child_core(steps: int, batch: int) -> dict:
+    import torch
+    from comfy_extras.nodes_train import TrainLoraNode
+
+    from quickstep.toyworld import models
+
+    with torch.inference_mode():
+        model = models.load_unet()
+        latents, cond, pooled = _toy_batch(batch)
+        positive = [[[cond[i:i + 1], {"pooled_output": pooled[i:i + 1]}]] for i in range(batch)]
+        rows = _count_rows()
+        base = _rss("VmRSS")
+        _reset_peak()
+        t0 = time.perf_counter()
+        TrainLoraNode.execute(model=[model], latents=[{"samples": latents}], positive=positive, batch_size=[batch],
+                              steps=[steps], grad_accumulation_steps=[1], learning_rate=[1e-4], rank=[RANK],
+                              optimizer=["AdamW"], loss_function=["MSE"], seed=[0], training_dtype=["fp32"],
+                              lora_dtype=["fp32"], quantized_backward=[False], algorithm=["LoRA"],
+                              gradient_checkpointing=[True], checkpoint_depth=[1], offloading=[False],
+                              existing_lora=["[None]"], bucket_mode=[False], bypass_mode=[False])
+        seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "peak_bytes": _rss("VmHWM") - base, "rows_per_step": sum(rows) / steps}
+
+
+def run_child(method: str, steps: int, batch: int) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", method, "--steps", str(steps), "--batch", str(batch)],
+                         capture_output=True, text=True, check=True, cwd=ROOT)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def cost_rows(batches: list[int], short: int, long: int) -> list[str]:
+    lines = ["| batch | method | seconds / step | model rows / step | peak memory above start (MB) |",
+             "|---|---|---|---|---|"]
+    for batch in batches:
+        res = {}
+        for method in ("core", "ladd"):
+            a, b = run_child(method, short, batch), run_child(method, long, batch)
+            res[method] = {"step": (b["seconds"] - a["seconds"]) / (long - short), "rows": b["rows_per_step"],
+                           "peak": max(a["peak_bytes"], b["peak_bytes"])}
+            print(batch, method, res[method], flush=True)
+        core, ladd = res["core"], res["ladd"]
+        lines += [f"| {batch} | core TrainLoraNode (LoRA rank {RANK}, MSE) | {core['step']:.3f} | {core['rows']:.0f} | "
+                  f"{core['peak'] / 2**20:.1f} |",
+                  f"| {batch} | Quickstep LADD (LoRA rank {RANK}, D + G step) | {ladd['step']:.3f} | "
+                  f"{ladd['rows']:.0f} | {ladd['peak'] / 2**20:.1f} |",
+                  f"| {batch} | **ratio LADD / core** | **{ladd['step'] / core['step']:.2f}x** (target <= 3.5x) | | "
+                  f"**{ladd['peak'] / max(core['peak'], 1):.2f}x** (target <= 1.3x) |"]
+    return lines
+
+
+def quality_rows(images: int) -> list[str]:
+    import torch
+
+    from quickstep.toyworld import evaluate, generate, models, scenes
+
+    teacher, student = models.load_unet(), models.load_student()
+    clip, vae = models.load_clip(), models.load_vae()
+    prompts = scenes.heldout_prompts()
+    rows = []
+
+    def row(name, model, steps, cfg, schedule):
+        t0 = time.time()
+        results = []
+        with torch.no_grad():
+            for i, p in enumerate(prompts):
+                imgs = generate.sample(model, clip, vae, p.text, seed=1000 + i, batch=images, steps=steps, cfg=cfg,
+                                       schedule=schedule)
+                results += [evaluate.score(img, p) for img in imgs]
+        s = evaluate.summarize(results)
+        rows.append((name, steps, cfg, s, time.time() - t0))
+        print(f"{name} {steps}: {s['overall']:.3f}", flush=True)
+
+    row("teacher, euler/normal", teacher, 25, 4.0, "core")
+    for steps in (1, 2, 4):
+        row("teacher, Turbo schedule", teacher, steps, 4.0, "turbo")
+    for steps in (1, 2, 4):
+        row("**LADD student**, Turbo schedule", student, steps, 1.0, "turbo")
+    ref = rows[0][3]["overall"]
+    cats = list(scenes.CATEGORIES)
+    lines = ["| model | steps | CFG | overall | vs teacher 25 | " + " | ".join(c.replace("_", " ") for c in cats)
+             + " | seconds |", "|---|---|---|---|---|" + "---|" * len(cats) + "---|"]
+    for name, steps, cfg, s, secs in rows:
+        lines.append(f"| {name} | {steps} | {cfg:g} | **{s['overall']:.3f}** | {s['overall'] / ref:.2f}x | "
+                     + " | ".join(f"{s[c]:.2f}" for c in cats) + f" | {secs:.0f} |")
+    return lines
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=8, help="images per held-out prompt")
+    parser.add_argument("--batches", default="1,8", help="batch sizes of the cost rows")
+    parser.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--short", type=int, default=5, help="steps of the short cost run")
+    parser.add_argument("--long", type=int, default=45, help="steps of the long cost run")
+    parser.add_argument("--skip", choices=["quality", "cost"], default=None)
+    parser.add_argument("--child", choices=["core", "ladd"], default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "ladd.md"))
+    args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)
+    harness.setup_inprocess_host("current")
+    if args.child:
+        print(json.dumps((child_core if args.child == "core" else child_ladd)(args.steps, args.batch)))
+        return
+    sections = ["# LADD", "", "Command: `~/.cache/quickstep/venv/bin/python benchmarks/ladd_bench.py` (CPU, one torch "
+                "thread).", ""]
+    if args.skip != "quality":
+        from quickstep.toyworld import scenes
+
+        sections += [f"## Toy student quality ({len(scenes.heldout_prompts())} held-out prompts x {args.images} "
+                     "images)", "", *quality_rows(args.images), ""]
+    if args.skip != "cost":
+        sections += ["## Step cost on the toy UNet (16x16x4 latents, fp32, checkpointing on)", "",
+                     *cost_rows([int(b) for b in args.batches.split(",")], args.short, args.long), "",
+                     "Model rows / step: the batch rows fed to the diffusion model per training step. Core's "
+                     "TrainLoraNode sets one positive cond per image of the batch, and ComfyUI runs every cond over "
+                     "the whole batch, so its rows grow with batch squared; LADD passes the batch's conditioning as "
+                     "one batched cond (student B, discriminator 2B, generator B rows). Timings come from whatever "
+                     f"machine runs this (here load average {_load()} at the end); on a shared machine they vary "
+                     "from run to run, the rows and the ratios' direction do not.", ""]
+    text = "\n".join(sections)
+    print(text)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text)
+
+
+if __name__ == "__main__":
+    main()
