@@ -23,6 +23,15 @@ FAMILIES = ["sd1", "sd2v", "sdxl", "sd3", "flux"]
 PROMPTS = ["a red circle", "a blue square"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models: one torch thread is as fast, and does not thrash a machine shared with other jobs."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="module")
 def family_data(tmp_path_factory):
     """family -> (MODEL, CLIP, dataset) with a 4-item teacher dataset at 64x64 (8x8 latents)."""
@@ -130,7 +139,7 @@ def test_saved_lora_through_core_loader_samples_like_the_in_graph_student(family
     model, clip, data = family_data("sd1")
     with torch.inference_mode():
         state = new_state(model)
-        state, student, losses = ladd_nodes.LADDTrain.execute(state, data, 3, 2, 0)
+        state, student, losses = ladd_nodes.LADDTrain.execute(state, data, 2, 2, 0)
         lora_name, state_name = ladd_nodes.LADDSave.execute(state, "test_ladd/core").result
         assert lora_name.startswith("test_ladd/core_") and lora_name.endswith(".safetensors")
         loaded = core_nodes.LoraLoaderModelOnly().load_lora_model_only(model, lora_name, 1.0)[0]
@@ -143,7 +152,7 @@ def test_saved_lora_through_core_loader_samples_like_the_in_graph_student(family
                                               pos, pos, latent, seed=5, disable_pbar=True)
 
         ours, core, plain = sample(student), sample(loaded), sample(model)
-    assert len(losses["loss_d"]) == 3 and len(losses["loss"]) == 3
+    assert len(losses["loss_d"]) == 2 and len(losses["loss"]) == 2
     assert not torch.allclose(ours, plain, atol=1e-4), "the LoRA had no effect"
     torch.testing.assert_close(ours, core, rtol=1e-4, atol=1e-5)
     sd = safetensors.torch.load_file(str(Path(__import__("folder_paths").get_folder_paths("loras")[0]) / lora_name))
@@ -212,11 +221,9 @@ def test_a_save_killed_midway_leaves_the_previous_state_readable(family_data, tm
 def test_dataset_resumes_after_an_interrupt_without_duplicates_or_gaps(family_data, tmp_path):
     model, clip, _ = family_data("sd1")
     prompts = ["a red circle", "a green triangle", "a blue square"]
-    calls = []
 
-    def interrupt_after_four():
-        calls.append(1)
-        if len(calls) > 4:
+    def interrupt_after_four():  # Cancel, seen at the first check after the fourth item was written
+        if len(list(tmp_path.glob("*.safetensors"))) >= 4:
             raise InterruptedError("cancelled")
 
     with torch.inference_mode():
@@ -252,7 +259,7 @@ def test_errors_before_training(family_data, tmp_path):
         edm.add_object_patch("model_sampling", EDM(sd1.model.model_config))
         with pytest.raises(ValueError, match="model: .*supports discrete eps/v models"):
             new_state(edm)
-        with pytest.raises(ValueError, match="rank must be a positive integer"):
+        with pytest.raises(ValueError, match="rank must be"):
             new_state(sd1, rank=0)
         with pytest.raises(ValueError, match="heads: .*not blocks of this model"):
             new_state(sd1, heads="no_such_block")
