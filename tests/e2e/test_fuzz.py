@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import threading
 import time
 import uuid
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 
 import pytest
 import reward_tiny as rt
+from conftest import start_server
 
 from graphs import Graph
 from host.server import PromptRejected
@@ -33,6 +35,9 @@ CLEAR_EXCEPTIONS = {"ValueError", "BadName", "FileNotFoundError"}
 RAW_VALIDATION = {"exception_during_validation", "exception_during_inner_validation"}
 WIDGETS = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
 MAX_OPTIONS = 5  # listed options run per combo
+#: words by which a message says what the input takes (ours: "must be ..."; core's: "not in [...]", "max of 8", ...)
+EXPECTS = re.compile(r"must|expect|not in|min|max|convert|missing|mismatch|one of|pick|needs|allowed|takes|give|set |use ",
+                     re.IGNORECASE)
 LONG = "x" * 10_000
 REJECT, EITHER, RUN = "reject", "either", "run"
 #: folders outside output/ that a node writes to, pending a decision by the lead (the issue asks for output/)
@@ -367,6 +372,8 @@ def judge(case: Case, outcome: str, detail) -> str | None:
         text = text.replace(case.value, "<the value>")  # core's "Value not in list" echoes it
     if "Traceback" in text or len(text) > 3000 * max(1, len(errors_of(detail, case))):
         return f"the message is a traceback or too long ({len(text)} characters): {text[:300]}"
+    if case.expect == REJECT and not EXPECTS.search(text):
+        return f"the message does not say what is expected: {text[:600]}"
     for needle in case.contains:
         if needle not in text:
             return f"the message lacks {needle!r}: {text[:600]}"
@@ -424,6 +431,15 @@ def run_cases(server, cases, capsys, label: str) -> None:
         problems.append(f"files appeared outside the output and temp folders: {sorted(new_files - pending_files)}")
     problems += [f"{key} passes now: remove it from PENDING_CASES" for key, p in pending_cases.items() if p is None]
     assert not problems, f"{len(problems)} of {len(cases)} cases went wrong:\n" + "\n".join(problems)
+
+
+@pytest.fixture(scope="module")
+def server(pin):
+    """A server of its own: the fuzz leaves saves, datasets and queue history behind that other tests must not see."""
+    srv = start_server(pin, with_test_pack=True, extra_args=("--preview-method", "latent2rgb"))
+    srv.start()
+    yield srv
+    srv.cleanup()
 
 
 @pytest.fixture(scope="module")
