@@ -18,7 +18,7 @@ from pathlib import Path
 from .locate import PACK_ROOT, cache_root
 
 TORCH_TRIPLET = ["torch==2.11.0", "torchvision==0.26.0", "torchaudio==2.11.0"]
-DEV_TOOLS = ["pytest>=8", "websocket-client>=1.6", "ruff>=0.6", "open_clip_torch>=3.0"]
+DEV_TOOLS = ["pytest>=8", "websocket-client>=1.6", "ruff>=0.6", "open_clip_torch>=3.0", "playwright>=1.40"]
 _SUPPLIED = {"torch", "torchvision", "torchaudio"}
 
 

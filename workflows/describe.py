@@ -196,7 +196,7 @@ def toy_best_of_n():
     sampled = f.add("QuickstepTurboKSampler", col=2, model=ckpt[0], positive=pos[0], negative=neg[0],
                     latent_image=latent[0], seed=0, steps=1, cfg=4.0, eta_mode="auto", eta=1.0, denoise=1.0)
     decoded = f.add("VAEDecode", col=2, samples=sampled[0], vae=ckpt[2])
-    reward = f.add("QuickstepToyReward", col=2, title="Toy CLIP reward", model="clip")
+    reward = f.add("QuickstepToyReward", col=2, title="Toy reward")
     stack = f.add("QuickstepRewardStack", col=3, reward_1=reward[0], weighting="manual", weight_1=1.0)
     score = f.add("QuickstepScoreImages", col=3, images=decoded[0], prompt=TOY_PROMPT, reward=stack[0])
     toy_end(f, score[3], col=4)
@@ -271,7 +271,7 @@ def reno_rerender_sd_turbo():
 
 def toy_reno_graph(f: Flow):
     ckpt, pos, neg, latent = toy_start(f)
-    reward = f.add("QuickstepToyReward", col=0, title="Toy CLIP reward", model="clip")
+    reward = f.add("QuickstepToyReward", col=0, title="Toy reward")
     reno = f.add("QuickstepReNO", col=2, title="ReNO (toy teacher at 2 Turbo steps with CFG; 10 iterations to stay "
                  "quick on a CPU; the node defaults to the paper's 50)", box_width=400, model=ckpt[0], vae=ckpt[2],
                  positive=pos[0], negative=neg[0], reward=reward[0], latent=latent[0], prompt=TOY_PROMPT, seed=0,

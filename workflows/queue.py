@@ -176,8 +176,9 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("workflow", type=Path, help="a UI-format or API-format workflow JSON")
     parser.add_argument("--server", help="ComfyUI's address, e.g. http://127.0.0.1:8188 (default: start a local one)")
-    parser.add_argument("--out", type=Path, default=Path("quickstep-output"), help="where outputs are saved")
+    parser.add_argument("--out", type=Path, help="where outputs are saved (default: quickstep-demo/<workflow name>)")
     args = parser.parse_args(argv)
+    args.out = args.out or Path("quickstep-demo") / args.workflow.stem
     try:
         workflow = json.loads(args.workflow.read_text())
     except (OSError, json.JSONDecodeError) as e:
