@@ -113,6 +113,9 @@ class ClipReward(Reward):
             pooled = self.clip.text_model(**tokens).pooler_output
             features = self.clip.text_projection(pooled)
             features = features / features.norm(dim=-1, keepdim=True)
+        if features.is_inference():  # scored inside inference mode (Score Images): ReNO may reuse it under autograd
+            with torch.inference_mode(False):
+                features = features.clone()
         self._text_cache[key] = features
         while len(self._text_cache) > self.text_cache_size:
             self._text_cache.popitem(last=False)

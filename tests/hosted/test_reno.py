@@ -308,3 +308,14 @@ def test_out_of_memory_names_the_size_and_what_to_switch_on(loaded, monkeypatch)
     message = str(err.value)
     for expected in ("out of memory", "(3, 4, 8, 12)", "batch 3", "checkpointing 'all'", "bf16", "image size"):
         assert expected in message, message
+
+
+def test_a_reward_first_used_for_scoring_in_inference_mode_then_in_reno(loaded):
+    """Score Images then ReNO on the same (cached) reward node: cached text features must not be inference tensors."""
+    from quickstep.nodes.toy import load_toy_reward
+
+    reward = load_toy_reward()
+    with torch.inference_mode():
+        reward.score(torch.rand(1, 64, 64, 3), "a red circle")
+    result = run(loaded, "sd1", reward=reward, iterations=2)
+    assert len(result.history) == 2
