@@ -60,27 +60,48 @@ class ToyReward(io.ComfyNode):
     def define_schema(cls):
         return schema(
             node_id="QuickstepToyReward",
-            display_name="Toy CLIP Reward",
+            display_name="Toy Reward",
             category=CATEGORY,
-            search_aliases=["toy reward", "clip score toy"],
-            description="The toy CLIP (both towers, trained contrastively on the toy scenes) as a differentiable "
-                        "CLIP-score REWARD_MODEL, for ReNO and reward-guided nodes on the toy model. It is not the "
-                        "evaluator: Toy Evaluate scores with a separate analytic detector.",
-            inputs=[],
+            search_aliases=["toy reward", "clip score toy", "toy match reward", "toy imagereward"],
+            description="A differentiable REWARD_MODEL for the toy world, for ReNO and best-of-N on the toy model. "
+                        "match: a small image-text cross-encoder trained on the toy scenes with hard negatives "
+                        "(wrong colour, shape, count, relation; blank, dropped, extra and swapped objects); its "
+                        "score is log P(image matches prompt), 0 at best. clip: the toy CLIP (both towers) as a "
+                        "CLIP score (100 x cosine), what this node gave before; it barely sees position or count. "
+                        "Neither is the evaluator: Toy Evaluate scores with a separate analytic detector.",
+            inputs=[
+                io.Combo.Input("model", options=list(TOY_REWARDS), default="match", optional=True,
+                               tooltip="match: the toy match reward (sees position, count and colour binding; "
+                                       "score log P(match) <= 0). clip: the toy CLIP score (100 x cosine), the "
+                                       "reward of workflows made before this choice existed."),
+            ],
             outputs=[RewardModel.Output(display_name="REWARD_MODEL",
-                                        tooltip="CLIP-score reward: higher when the image matches the prompt.")],
+                                        tooltip="The reward: higher when the image matches the prompt.")],
         )
 
     @classmethod
-    def execute(cls) -> io.NodeOutput:
-        return io.NodeOutput(load_toy_reward())
+    def execute(cls, model="match") -> io.NodeOutput:
+        validation.require(cls, model=model)
+        return io.NodeOutput(load_toy_reward(model=model))
 
 
-def load_toy_reward(device=None):
-    """The toy CLIP as a reward: through `reward/`'s CLIP loader (`load_reward(..., kind="clip")`)."""
+#: the toy rewards, by the name the node's `model` input shows
+TOY_REWARDS = ("match", "clip")
+#: the toy match reward's files in toyworld/weights/ (written by toyworld/train_reward.py)
+MATCH_FILE, MATCH_CONFIG = "toy_match.safetensors", "toy_match.json"
+
+
+def load_toy_reward(device=None, model: str = "clip"):
+    """A toy reward through `reward/`'s loader, after checking the shipped files' SHA-256: `model` "clip" (the
+    default here, as before) is the toy CLIP (`kind="clip"`), "match" the toy match reward (`kind="toymatch"`)."""
     from ..reward.loading import load_reward
     from ..toyworld import models
 
+    if model == "match":
+        models.checked(MATCH_CONFIG)
+        return load_reward(models.checked(MATCH_FILE), kind="toymatch", device=device, dtype="fp32")
+    if model != "clip":
+        raise ValueError(f"model must be one of {', '.join(TOY_REWARDS)}; got {model!r}.")
     return load_reward(models.clip_dir(), kind="clip", device=device, dtype="fp32")
 
 
