@@ -50,6 +50,8 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=2, help="--reno: Turbo steps of the generator")
     parser.add_argument("--iterations", type=int, default=50, help="--reno: ReNO iterations")
     parser.add_argument("--prompts", type=int, default=0, help="--reno: only the first N held-out prompts")
+    parser.add_argument("--reward", default="clip", choices=["clip", "match"],
+                        help="--reno: the toy reward (QuickstepToyReward's model)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     harness.setup_inprocess_host("current")
@@ -114,7 +116,8 @@ def reno_table(args):
 
     model = models.load_student() if args.model == "student" else models.load_unet()
     clip, vae = models.load_clip(), models.load_vae()
-    reward = load_toy_reward()
+    reward = load_toy_reward(model=args.reward)
+    name = {"clip": "toy CLIP", "match": "toy match"}[args.reward]
     stack = RewardStack([(reward, 1.0)])
     prompts = scenes.heldout_prompts()[:args.prompts or None]
     config = reno.ReNOConfig(iterations=args.iterations, steps=args.steps, cfg=args.cfg)
@@ -162,11 +165,12 @@ def reno_table(args):
     cats = list(scenes.CATEGORIES)
     what = f"{args.model} at {args.steps} Turbo step(s), eta 0, CFG {args.cfg:g}"
     rows = [(f"{what} (the ReNO start)", start, "start"),
-            (f"+ ReNO, toy CLIP reward, {args.iterations} iterations", optimised, "reno"),
-            (f"best-of-N by the toy CLIP reward at ReNO's wall-clock (N = {min(candidates)}-{max(candidates)}, "
+            (f"+ ReNO, {name} reward, {args.iterations} iterations", optimised, "reno"),
+            (f"best-of-N by the {name} reward at ReNO's wall-clock (N = {min(candidates)}-{max(candidates)}, "
              f"mean {sum(candidates) / len(candidates):.1f})", best_of_n, "best_of_n")]
     lines = [f"ReNO on the toy world: {len(prompts)} held-out prompts x {args.images} images, {what}; torch threads "
-             f"{args.threads}, CPU. Rewards are the toy CLIP score (100 x cosine); toy-GenEval from the analytic "
+             f"{args.threads}, CPU. Reward: the {name} reward "
+             f"({'100 x cosine' if args.reward == 'clip' else 'log P(match)'}); toy-GenEval from the analytic "
              f"evaluator, which no reward sees.", "",
              "| setting | overall | " + " | ".join(c.replace("_", " ") for c in cats) + " | mean reward | seconds |",
              "|---|---|" + "---|" * len(cats) + "---|---|"]
@@ -180,7 +184,8 @@ def reno_table(args):
     out = Path(args.out or ROOT / "benchmarks" / "results" / "toy_reno.md")
     out.parent.mkdir(parents=True, exist_ok=True)
     command = "~/.cache/quickstep/venv/bin/python benchmarks/toy_quality.py --reno" + \
-        "".join(f" --{k} {getattr(args, k)}" for k in ("model", "steps", "iterations", "images", "cfg", "threads"))
+        "".join(f" --{k} {getattr(args, k)}" for k in ("model", "steps", "iterations", "images", "cfg", "threads",
+                                                       "reward"))
     out.write_text(f"# ReNO on the toy world\n\nCommand: `{command}`\n\n" + table)
 
 
