@@ -207,10 +207,7 @@ class ReNO(io.ComfyNode):
         config = make_config(iterations, learning_rate, steps, cfg, optimizer, momentum, nesterov, grad_clip,
                              reg_weight, precision, checkpointing)
         stack = as_stack(reward)
-        check_model_inputs(model, vae, latent)
-        if cfg != 1.0 and negative is None:
-            raise ValueError("negative: cfg is not 1.0, so ReNO needs a negative conditioning; connect one (e.g. "
-                             "CLIPTextEncode of an empty prompt) or set cfg to 1.0.")
+        check_model_inputs(model, vae, latent)  # optimise_noise checks cfg against negative before any work
         pbar = comfy.utils.ProgressBar(config.iterations)
 
         def on_iteration(k, total, best_images):

@@ -161,18 +161,12 @@ def make_optimizer(z: torch.Tensor, config: ReNOConfig) -> torch.optim.Optimizer
                            nesterov=config.nesterov and config.momentum > 0)
 
 
-def initial_noise(model, latent: dict, seed: int) -> torch.Tensor:
-    """Exactly the noise core's RandomNoise / KSampler draws for `seed` and `latent` (unit variance, fp32)."""
+def initial_noise(samples: torch.Tensor, latent: dict, seed: int) -> torch.Tensor:
+    """Exactly the noise core's RandomNoise / KSampler draws for `seed` on `samples` (the latent's samples after
+    `fix_empty_latent_channels`, as core samples them): unit variance, fp32."""
     import comfy.sample
 
-    samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
     return comfy.sample.prepare_noise(samples, seed, latent.get("batch_index")).float()
-
-
-def latent_samples(model, latent: dict) -> torch.Tensor:
-    import comfy.sample
-
-    return comfy.sample.fix_empty_latent_channels(model, latent["samples"]).float()
 
 
 def generator_targets(diffusion_model: torch.nn.Module) -> list[torch.nn.Module]:
@@ -232,8 +226,11 @@ def optimise_noise(model, vae, stack, positive: list, negative: list | None, lat
     model_sampling = model.get_model_object("model_sampling")
     schedule.schedule_kind(model_sampling)  # a clear error for families the Turbo grid does not cover
     sigmas = schedule.turbo_sigmas(model_sampling, config.steps)
-    z0 = initial_noise(model, latent, seed)
-    samples = latent_samples(model, latent)
+    import comfy.sample
+
+    samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+    z0 = initial_noise(samples, latent, seed)
+    samples = samples.float()
     with torch.inference_mode(False):
         latent_in = model.model.process_latent_in(samples.clone())
     ready_model = diff.grad_ready(model, "diffusion_model")
