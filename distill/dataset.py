@@ -123,8 +123,13 @@ class Dataset:
         return {"latent": self.latents[indices], "positive": [[self.cond[indices], extras]],
                 "pooled": self.pooled[indices] if self.pooled is not None else None}
 
+    def sample_indices(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        """The items of one training batch, drawn with replacement from the run's generator (the training command
+        draws the whole global batch on every process and each takes its rows)."""
+        return torch.randint(len(self), (batch_size,), generator=generator)
+
     def sample_batch(self, batch_size: int, generator: torch.Generator) -> dict:
-        return self.batch(torch.randint(len(self), (batch_size,), generator=generator))
+        return self.batch(self.sample_indices(batch_size, generator))
 
 
 def load(folder: Path) -> Dataset:

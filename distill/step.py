@@ -201,7 +201,7 @@ class Trainer:
         self.config, self.base_model, self.step = config, base_model, step
         self.device = comfy.model_management.get_torch_device()
         self.switch = lora_mod.Switch()
-        self.lora = {k: v.detach().clone().float().to(self.device).requires_grad_() for k, v in
+        self.lora = {k: torch.nn.Parameter(v.detach().clone().float().to(self.device)) for k, v in
                      sorted(lora_params.items())}
         self.patcher = lora_mod.attach(diff.grad_ready(base_model, "diffusion_model"), self.lora, config.lora_alpha,
                                        self.switch)
@@ -222,6 +222,10 @@ class Trainer:
             self.opt_d.load_state_dict(_copied(opt_d_state))
         self.ema = ({k: v.detach().clone().float().to(self.device) for k, v in (ema or self.lora).items()}
                     if config.ema > 0 else None)
+        # data-parallel hooks (distill/distributed.py): this process's rows (start, stop) of a global batch of
+        # `total`, and the two calls whose gradients DDP averages; one process: the whole batch, the plain calls
+        self.shard: tuple[int, int, int] | None = None
+        self.student_call, self.heads_call = self._student, self.disc
         self.generator = torch.Generator()
         if rng_state is not None:
             self.generator.set_state(rng_state.clone())
@@ -230,8 +234,17 @@ class Trainer:
 
     # ------------------------------------------------------------------ pieces of a step
 
+    # Random draws are made for the whole global batch and each process keeps its rows: every sample gets the same
+    # numbers whatever the number of processes, and the generator advances alike on all of them.
+    def _total(self, rows: int) -> int:
+        return rows if self.shard is None else self.shard[2]
+
+    def _mine(self, draw: torch.Tensor) -> torch.Tensor:
+        return draw if self.shard is None else draw[self.shard[0]:self.shard[1]]
+
     def _randn(self, shape, like: torch.Tensor) -> torch.Tensor:
-        return torch.randn(shape, generator=self.generator, dtype=torch.float32).to(like.device, like.dtype)
+        draw = torch.randn((self._total(shape[0]), *shape[1:]), generator=self.generator, dtype=torch.float32)
+        return self._mine(draw).to(like.device, like.dtype)
 
     def _autocast(self):
         use = self.config.bf16 and self.device.type == "cuda"
@@ -245,7 +258,8 @@ class Trainer:
         with self.switch.set(True), self._autocast():
             return denoise(x, sigma).float()
 
-    def _student_input(self, denoise, ms, x0: torch.Tensor, index: torch.Tensor, sigmas: torch.Tensor):
+    def _student_input(self, denoise, ms, x0: torch.Tensor, index: torch.Tensor, sigmas: torch.Tensor,
+                       depth: int):
         eps = self._randn(x0.shape, x0)
         sigma_max = float(ms.sigma_max)
         top = ms.noise_scaling(sigmas[:1].to(x0.device), eps, torch.zeros_like(x0),
@@ -259,7 +273,7 @@ class Trainer:
         keep = (1.0 - eta * eta) ** 0.5
         states, x = [top], top
         with torch.no_grad():
-            for i in range(int(index.max())):
+            for i in range(depth):  # the deepest grid index of the global batch
                 s, s_next = sigmas[i].to(x0.device), sigmas[i + 1].to(x0.device)
                 pred = self._student(denoise, x, s.expand(x.shape[0]))
                 noise = keep * implied_noise(ms, s, x, pred) if keep > 0 else torch.zeros_like(x)
@@ -294,11 +308,12 @@ class Trainer:
             x0 = self.patcher.model.process_latent_in(latent).float()
             b = x0.shape[0]
             sigmas = ts.grid_sigmas(ms, cfg.grid_steps)
-            index = ts.sample_grid_index(b, cfg.grid_steps, warm, self.generator)
-            x_s = self._student_input(denoise, ms, x0, index, sigmas)
+            index_all = ts.sample_grid_index(self._total(b), cfg.grid_steps, warm, self.generator)
+            index = self._mine(index_all)
+            x_s = self._student_input(denoise, ms, x0, index, sigmas, int(index_all.max()))
             sigma_s = sigmas[index].to(self.device)
-            t_real = ts.sample_flow_time(b, cfg.renoise_mean, cfg.renoise_std, self.generator)
-            t_fake = ts.sample_flow_time(b, cfg.renoise_mean, cfg.renoise_std, self.generator)
+            t_real = self._mine(ts.sample_flow_time(self._total(b), cfg.renoise_mean, cfg.renoise_std, self.generator))
+            t_fake = self._mine(ts.sample_flow_time(self._total(b), cfg.renoise_mean, cfg.renoise_std, self.generator))
             eps_real, eps_fake = self._randn(x0.shape, x0), self._randn(x0.shape, x0)
             s_real = ts.flow_time_to_sigma(ms, t_real.to(self.device))
             s_fake = ts.flow_time_to_sigma(ms, t_fake.to(self.device))
@@ -306,7 +321,7 @@ class Trainer:
             pooled_both = torch.cat([pooled, pooled]) if pooled is not None else None
 
             with torch.set_grad_enabled(do_g):
-                x0_fake = self._student(denoise, x_s, sigma_s)
+                x0_fake = self.student_call(denoise, x_s, sigma_s)
 
             # ---- discriminator step (heads only)
             with torch.no_grad():
@@ -317,7 +332,7 @@ class Trainer:
             if cfg.r1_weight > 0:
                 feats = [f.requires_grad_() for f in feats]
             self.disc.requires_grad_(True)
-            logits = self.disc(feats, t_both, pooled_both)
+            logits = self.heads_call(feats, t_both, pooled_both)
             real, fake = logits[:b], logits[b:]
             loss_d = losses.discriminator_loss(real, fake, cfg.loss)
             r1 = torch.zeros(())
