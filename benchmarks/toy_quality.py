@@ -109,9 +109,9 @@ def reno_table(args):
     import comfy.sample
 
     from quickstep.nodes.toy import load_toy_reward
-    from quickstep.nodes.turbo import make_sampler, make_sigmas
     from quickstep.reward.stack import RewardStack
     from quickstep.samplers import reno
+    from quickstep.samplers.ksampler import make_sampler, make_sigmas
     from quickstep.toyworld import evaluate, generate, models, scenes
 
     model = models.load_student() if args.model == "student" else models.load_unet()

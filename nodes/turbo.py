@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import comfy.model_management
 import comfy.sample
 import comfy.samplers
@@ -12,50 +10,11 @@ import latent_preview
 from comfy_api.latest import io
 
 from ..samplers import grid as timestep_grid  # `grid` is an input name of TurboScheduler
-from ..samplers import schedule
-from ..samplers.turbo import sample_turbo
+from ..samplers.ksampler import ETA_MODES, make_sampler, make_sigmas
 from . import validation
 from .compat import ADVANCED, schema
 
 CATEGORY = "quickstep/sampling"
-ETA_MODES = ("auto", "manual")
-
-
-def _model_sampling(model):
-    return model.get_model_object("model_sampling")
-
-
-def make_sigmas(model, steps: int, denoise: float, spacing: str = timestep_grid.TRAILING, custom_timesteps: str = ""):
-    ms = _model_sampling(model)
-    if custom_timesteps.strip():
-        return schedule.custom_sigmas(ms, custom_timesteps)
-    return schedule.turbo_sigmas(ms, steps, denoise, spacing)
-
-
-def make_sampler(eta_mode: str, eta: float, s_noise: float) -> comfy.samplers.KSAMPLER:
-    if not isinstance(eta_mode, str) or eta_mode not in ETA_MODES:
-        raise ValueError(f"eta_mode must be one of {ETA_MODES}; got {eta_mode!r}.")
-    if not 0.0 <= eta <= 1.0:  # also false for NaN
-        raise ValueError(f"eta must be in [0, 1] (0 = deterministic Euler/DDIM, 1 = fresh noise); got {eta}.")
-    if not (s_noise >= 0 and math.isfinite(s_noise)):
-        raise ValueError(f"s_noise must be a finite number >= 0 (1 = unit noise); got {s_noise}.")
-    return TurboKSAMPLER(None if eta_mode == "auto" else eta, s_noise)
-
-
-class TurboKSAMPLER(comfy.samplers.KSAMPLER):
-    """KSAMPLER running `sample_turbo`; eta None picks the family default from the model it is run on."""
-
-    def __init__(self, eta: float | None, s_noise: float):
-        super().__init__(sample_turbo, extra_options={"s_noise": s_noise,
-                         "check_interrupt": comfy.model_management.throw_exception_if_processing_interrupted})
-        self.eta = eta
-
-    def sample(self, model_wrap, sigmas, *args, **kwargs):
-        ms = model_wrap.inner_model.model_sampling
-        self.extra_options["eta"] = schedule.default_eta(ms) if self.eta is None else self.eta
-        return super().sample(model_wrap, sigmas, *args, **kwargs)
-
-
 LATENT_FAMILIES = {4: "SD1.x/SD2.x/SDXL", 16: "SD3/SD3.5/Flux.1"}
 
 

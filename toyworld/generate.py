@@ -31,7 +31,7 @@ def sample(model, clip, vae, prompt: str, seed: int, batch: int = 4, steps: int 
         out = comfy.sample.sample(model, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent,
                                   seed=seed, disable_pbar=True)
     elif schedule == "turbo":
-        from ..nodes.turbo import make_sampler, make_sigmas
+        from ..samplers.ksampler import make_sampler, make_sigmas
 
         sigmas = make_sigmas(model, steps, 1.0)
         out = comfy.sample.sample_custom(model, noise, cfg, make_sampler("auto", 1.0, 1.0), sigmas, positive,

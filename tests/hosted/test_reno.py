@@ -10,10 +10,10 @@ from torch import nn
 
 from comfy_testpack import tiny_models
 from quickstep.nodes.reno import ReNO, as_stack
-from quickstep.nodes.turbo import make_sampler, make_sigmas
 from quickstep.reward.base import Reward, RewardModule
 from quickstep.reward.stack import RewardStack
 from quickstep.samplers import reno
+from quickstep.samplers.ksampler import make_sampler, make_sigmas
 
 FAMILIES = ["sd1", "sd2v", "sdxl", "sd3", "flux"]
 

@@ -17,7 +17,7 @@ from quickstep.nodes import NODES, validation
 from quickstep.nodes import turbo as turbo_nodes
 from quickstep.nodes.reward import LoadReward, RewardStackNode
 from quickstep.reward import FOLDER
-from quickstep.samplers import schedule
+from quickstep.samplers import ksampler, schedule
 
 pytestmark = pytest.mark.minimum_pin
 WIDGETS = ("FLOAT", "INT", "STRING", "BOOLEAN", "COMBO")
@@ -116,7 +116,7 @@ def test_every_seed_in_the_widget_range_samples(tiny, seed):
     (out,) = turbo_nodes.TurboKSampler.execute(model, cond, cond, latent, seed, 3, 1.0, "manual", 1.0, 1.0).args
     assert torch.isfinite(out["samples"]).all()
     # SamplerCustom passes noise_seed to the sampler as extra_args["seed"]
-    sampler = turbo_nodes.make_sampler("manual", 1.0, 1.0)
+    sampler = ksampler.make_sampler("manual", 1.0, 1.0)
     sigmas = schedule.turbo_sigmas(model.get_model_object("model_sampling"), 3)
     noise = comfy.sample.prepare_noise(latent["samples"], seed)
     custom = comfy.sample.sample_custom(model, noise, 1.0, sampler, sigmas, cond, cond, latent["samples"],
