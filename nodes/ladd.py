@@ -136,7 +136,11 @@ class LADDDatasetNode(io.ComfyNode):
                            folder=folder, negative=negative, batch=batch)
 
         lines = [p.strip() for p in (prompts or "").splitlines() if p.strip()]
-        target = _dataset_folder(folder, must_exist=not lines)
+        target = _dataset_folder(folder, must_exist=False)
+        if not lines and not any(target.glob("*.safetensors")):
+            raise ValueError(f"prompts is empty, so this node loads the dataset already in folder {folder!r}, but "
+                             f"there is none in {target}. Write the prompts to sample the teacher on (one per line), "
+                             f"or set folder to one a LADD Dataset run has filled.")
         if lines:
             previewer = _previewer(model)
             total = len(lines) * images_per_prompt

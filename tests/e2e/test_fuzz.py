@@ -47,7 +47,6 @@ PENDING_WRITES = {
 #: known findings in nodes this file does not own, for their owners (each must still occur, so the entry is removed
 #: with the fix)
 PENDING_CASES = {
-    "QuickstepLADDDataset.prompts = empty (either)": "empty prompts reuse the folder; the error names only dataset",
 }
 
 

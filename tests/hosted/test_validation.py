@@ -231,3 +231,17 @@ def test_model_file_for_a_core_folder():
             folders.model_file("loras", "student.safetensors", input="lora_name")
     finally:
         os.remove(path)
+
+
+def test_ladd_dataset_with_no_prompts_and_no_dataset_names_both_inputs(tmp_path, monkeypatch):
+    import folder_paths
+
+    from quickstep.nodes.ladd import LADDDatasetNode
+
+    monkeypatch.setattr(folder_paths, "get_output_directory", lambda: str(tmp_path))
+    widgets = dict(seed=0, images_per_prompt=1, width=64, height=64, steps=2, cfg=2.0, sampler_name="euler",
+                   scheduler="normal", folder="ladd/none_yet")
+    for prompts in ("", "  \n \n"):
+        with pytest.raises(ValueError, match="prompts is empty.*folder 'ladd/none_yet'.*one per line"):
+            LADDDatasetNode.execute(None, None, prompts, **widgets)
+    assert not (tmp_path / "ladd").exists()  # nothing was created for the failed run
