@@ -145,31 +145,31 @@ def _training_mode(copy_saved: bool):
             mm.in_training = previous
 
 
-def _top_blocks(diffusion_model) -> list[torch.nn.Module]:
-    out = []
-    for name in ("input_blocks", "output_blocks", "joint_blocks", "double_blocks", "single_blocks"):
-        out += list(getattr(diffusion_model, name, []))
-    if hasattr(diffusion_model, "middle_block"):
-        out.append(diffusion_model.middle_block)
-    return out
+def checkpoint_targets(diffusion_model) -> list[torch.nn.Module]:
+    """The modules whose activations checkpointing recomputes in backward: the UNet's res and attention blocks (its
+    `input_blocks` etc. are containers whose layers `forward_timestep_embed` calls one by one, so wrapping the
+    containers' forward would checkpoint nothing), SD3's joint blocks."""
+    names = {"ResBlock", "SpatialTransformer", "JointBlock"}
+    return [m for m in diffusion_model.modules() if type(m).__name__ in names]
 
 
 @contextmanager
 def checkpointing(diffusion_model, enabled: bool):
-    """Activation checkpointing of the top-level blocks for the duration of the block (the module is shared with
-    the user's MODEL, so the patch is always taken off again). Not used on Flux: its recomputation does not match
-    the saved activations under the activation-copy hooks Flux needs (see `_training_mode`)."""
+    """Activation checkpointing of `checkpoint_targets` for the duration of the block (the module is shared with
+    the user's MODEL, so each patch is taken off again). Not used on Flux: its recomputation does not match the saved
+    activations under the activation-copy hooks Flux needs (see `_training_mode`). Inputs are not copied as
+    `diff.checkpointed` copies them for Flux: these blocks do not change their inputs in place, and without the
+    copies a checkpointed step is bitwise the step without checkpointing."""
     patched = []
     try:
         if enabled:
-            for m in _top_blocks(diffusion_model):
+            for m in checkpoint_targets(diffusion_model):
                 original = m.forward
 
                 def wrapped(*args, _f=original, **kwargs):
                     if not torch.is_grad_enabled():
                         return _f(*args, **kwargs)
-                    return torch.utils.checkpoint.checkpoint(lambda a, k: _f(*a, **k), args, kwargs,
-                                                             use_reentrant=False)
+                    return torch.utils.checkpoint.checkpoint(_f, *args, use_reentrant=False, **kwargs)
 
                 m.forward = wrapped
                 patched.append(m)

@@ -133,6 +133,27 @@ def test_teacher_features_with_the_lora_off_equal_the_base_models(family_data, f
     assert any(not torch.equal(s, b) for s, b in zip(student, base, strict=True))
 
 
+@pytest.mark.parametrize("family", ["sd1", "sd3"])
+def test_checkpointing_keeps_fewer_activations_and_gives_the_same_steps(family_data, family):
+    model, _, data = family_data(family)
+    saved = []
+
+    def pack(t):  # tensors autograd keeps outside checkpointed regions (the checkpoint's own hooks take the rest)
+        saved.append(t.numel() * t.element_size())
+        return t
+
+    runs = {}
+    for on in (False, True):
+        trainer = new_state(model, gradient_checkpointing=on).trainer()
+        saved.clear()
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            metrics = run_steps(trainer, data, 2)
+        runs[on] = metrics, {k: v.detach().clone() for k, v in trainer.lora.items()}, sum(saved)
+    assert runs[True][0] == runs[False][0]
+    assert all(torch.equal(v, runs[True][1][k]) for k, v in runs[False][1].items())
+    assert runs[True][2] < 0.5 * runs[False][2], f"checkpointing kept {runs[True][2]} of {runs[False][2]} bytes"
+
+
 def test_saved_lora_through_core_loader_samples_like_the_in_graph_student(family_data):
     import nodes as core_nodes
 
