@@ -357,7 +357,7 @@ def toy_ladd():
     neg = f.add("CLIPTextEncode", col=3, title=TOY_TITLES["neg"], clip=ckpt[1], text="")
     latent = f.add("EmptyLatentImage", col=3, title=TOY_TITLES["latent"], width=128, height=128, batch_size=4)
     sampled = f.add("QuickstepTurboKSampler", col=4, title="Student: 2 steps", model=train[1], positive=pos[0],
-                    negative=neg[0], latent_image=latent[0], seed=0, steps=2, cfg=4.0, eta_mode="auto", eta=1.0,
+                    negative=neg[0], latent_image=latent[0], seed=0, steps=2, cfg=1.0, eta_mode="auto", eta=1.0,
                     denoise=1.0)
     decoded = f.add("VAEDecode", col=4, samples=sampled[0], vae=ckpt[2])
     toy_end(f, decoded[0], col=5)
