@@ -10,7 +10,10 @@ and the teacher itself at 1, 2 and 4 Turbo steps with CFG 4. Ratios are to the t
 Cost: the toy UNet (1.7M parameters, 16x16x4 latents), batch `--batch`, LoRA rank 16, fp32, gradient checkpointing
 on, one torch thread, each method in its own fresh process: seconds per step (the difference of a long and a short
 run, so set-up cancels) and the peak resident memory above the process's footprint before training (Linux VmHWM
-after clearing it). A LADD step is one discriminator update (two truncated teacher passes without grad) plus one
+after clearing it), with the modules either method imports loaded before that footprint is read in both; and, in a
+third run of `--short` steps, the peak of live tensor storages (activations, LoRA, optimiser states, copies of
+weights; no allocator caches or library pages). Both peaks span the whole run, so the optimiser states (allocated at
+the first update) count for both methods. A LADD step is one discriminator update (two truncated teacher passes without grad) plus one
 generator update (student and truncated teacher forward and backward); a TrainLoraNode step is one denoising forward
 and backward.
 """
@@ -51,6 +54,62 @@ def _reset_peak() -> None:
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
 
 
+class _LiveTensors:
+    """Peak bytes of live tensor storages made by torch ops while active (a dispatch mode sees every op, forward and
+    backward; each new storage is counted until it is freed). Independent of the C allocator's caching and of code
+    and library pages, which RSS counts; slow, so it runs in a child of its own, not in a timed one."""
+
+    def __init__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        tracker = self
+        self.live = self.peak = 0
+        self.sizes: dict[int, int] = {}
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                for t in out if isinstance(out, (tuple, list)) else (out,):
+                    tracker._add(t)
+                return out
+
+        self.mode = Mode()
+
+    def _add(self, t) -> None:
+        import weakref
+
+        import torch
+
+        if not isinstance(t, torch.Tensor) or t.device.type == "meta":
+            return
+        storage = t.untyped_storage()
+        key, size = storage.data_ptr(), storage.nbytes()
+        if size == 0 or key in self.sizes:
+            return
+        self.sizes[key] = size
+        self.live += size
+        self.peak = max(self.peak, self.live)
+        weakref.finalize(storage, self._free, key, size)
+
+    def _free(self, key: int, size: int) -> None:
+        if self.sizes.get(key) == size:
+            del self.sizes[key]
+            self.live -= size
+
+    def __enter__(self):
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.mode.__exit__(*exc)
+
+
+def _measured(track: bool):
+    from contextlib import nullcontext
+
+    return _LiveTensors() if track else nullcontext()
+
+
 def _toy_batch(batch: int, seed: int = 0):
     """Toy-teacher-shaped training data: latents and CLIP conditioning of toy prompts."""
     import torch
@@ -82,7 +141,19 @@ def _count_rows() -> list[int]:
     return rows
 
 
-def child_ladd(steps: int, batch: int) -> dict:
+def _import_both() -> None:
+    """Import what either method uses before the baseline is read, in both children alike: core's trainer module
+    brings in ComfyUI's samplers (and scipy) at import, LADD brings them in lazily on its first step; counted in one
+    and not the other, those ~37 MB of modules would be charged to LADD."""
+    import comfy.samplers  # noqa: F401
+    import comfy_extras.nodes_train  # noqa: F401
+    import torch.utils.checkpoint  # noqa: F401
+
+    from quickstep.distill import dataset, lora, state, step  # noqa: F401
+    from quickstep.samplers import differentiable, turbo  # noqa: F401
+
+
+def child_ladd(steps: int, batch: int, track: bool = False) -> dict:
     import torch
 
     from quickstep.distill import dataset as ds
@@ -97,17 +168,20 @@ def child_ladd(steps: int, batch: int) -> dict:
         params = lora.init_params(lora.target_modules(model), RANK, torch.Generator().manual_seed(0))
         run = state.State(model=model, config=cfg, identity={}, lora=params)
         rows = _count_rows()
+        _import_both()
         base = _rss("VmRSS")
         _reset_peak()
         t0 = time.perf_counter()
-        trainer = run.trainer()
-        for _ in range(steps):
-            step.train_step(trainer, data.sample_batch(batch, trainer.generator))
+        with _measured(track) as tracker:
+            trainer = run.trainer()
+            for _ in range(steps):
+                step.train_step(trainer, data.sample_batch(batch, trainer.generator))
         seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "peak_bytes": _rss("VmHWM") - base, "rows_per_step": sum(rows) / steps}
+    return {"seconds": seconds, "peak_bytes": _rss("VmHWM") - base, "rows_per_step": sum(rows) / steps,
+            "tensor_peak_bytes": tracker.peak if track else None}
 
 
-def child_core(steps: int, batch: int) -> dict:
+def child_core(steps: int, batch: int, track: bool = False) -> dict:
     import torch
     from comfy_extras.nodes_train import TrainLoraNode
 
@@ -118,42 +192,49 @@ def child_core(steps: int, batch: int) -> dict:
         latents, cond, pooled = _toy_batch(batch)
         positive = [[[cond[i:i + 1], {"pooled_output": pooled[i:i + 1]}]] for i in range(batch)]
         rows = _count_rows()
+        _import_both()
         base = _rss("VmRSS")
         _reset_peak()
         t0 = time.perf_counter()
-        TrainLoraNode.execute(model=[model], latents=[{"samples": latents}], positive=positive, batch_size=[batch],
-                              steps=[steps], grad_accumulation_steps=[1], learning_rate=[1e-4], rank=[RANK],
-                              optimizer=["AdamW"], loss_function=["MSE"], seed=[0], training_dtype=["fp32"],
-                              lora_dtype=["fp32"], quantized_backward=[False], algorithm=["LoRA"],
-                              gradient_checkpointing=[True], checkpoint_depth=[1], offloading=[False],
-                              existing_lora=["[None]"], bucket_mode=[False], bypass_mode=[False])
+        with _measured(track) as tracker:
+            TrainLoraNode.execute(model=[model], latents=[{"samples": latents}], positive=positive,
+                                  batch_size=[batch], steps=[steps], grad_accumulation_steps=[1], learning_rate=[1e-4],
+                                  rank=[RANK],
+                                  optimizer=["AdamW"], loss_function=["MSE"], seed=[0], training_dtype=["fp32"],
+                                  lora_dtype=["fp32"], quantized_backward=[False], algorithm=["LoRA"],
+                                  gradient_checkpointing=[True], checkpoint_depth=[1], offloading=[False],
+                                  existing_lora=["[None]"], bucket_mode=[False], bypass_mode=[False])
         seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "peak_bytes": _rss("VmHWM") - base, "rows_per_step": sum(rows) / steps}
+    return {"seconds": seconds, "peak_bytes": _rss("VmHWM") - base, "rows_per_step": sum(rows) / steps,
+            "tensor_peak_bytes": tracker.peak if track else None}
 
 
-def run_child(method: str, steps: int, batch: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", method, "--steps", str(steps), "--batch", str(batch)],
-                         capture_output=True, text=True, check=True, cwd=ROOT)
+def run_child(method: str, steps: int, batch: int, track: bool = False) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", method, "--steps", str(steps), "--batch", str(batch),
+                          *(["--track-tensors"] if track else [])], capture_output=True, text=True, check=True, cwd=ROOT)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def cost_rows(batches: list[int], short: int, long: int) -> list[str]:
-    lines = ["| batch | method | seconds / step | model rows / step | peak memory above start (MB) |",
-             "|---|---|---|---|---|"]
+    lines = ["| batch | method | seconds / step | model rows / step | peak RSS above start (MB) | "
+             "peak live tensors (MB) |", "|---|---|---|---|---|---|"]
     for batch in batches:
         res = {}
         for method in ("core", "ladd"):
             a, b = run_child(method, short, batch), run_child(method, long, batch)
+            tracked = run_child(method, short, batch, track=True)
             res[method] = {"step": (b["seconds"] - a["seconds"]) / (long - short), "rows": b["rows_per_step"],
-                           "peak": max(a["peak_bytes"], b["peak_bytes"])}
+                           "peak": max(a["peak_bytes"], b["peak_bytes"]), "tensors": tracked["tensor_peak_bytes"]}
             print(batch, method, res[method], flush=True)
         core, ladd = res["core"], res["ladd"]
+        mb = lambda x: f"{x / 2**20:.1f}"  # noqa: E731
         lines += [f"| {batch} | core TrainLoraNode (LoRA rank {RANK}, MSE) | {core['step']:.3f} | {core['rows']:.0f} | "
-                  f"{core['peak'] / 2**20:.1f} |",
+                  f"{mb(core['peak'])} | {mb(core['tensors'])} |",
                   f"| {batch} | Quickstep LADD (LoRA rank {RANK}, D + G step) | {ladd['step']:.3f} | "
-                  f"{ladd['rows']:.0f} | {ladd['peak'] / 2**20:.1f} |",
+                  f"{ladd['rows']:.0f} | {mb(ladd['peak'])} | {mb(ladd['tensors'])} |",
                   f"| {batch} | **ratio LADD / core** | **{ladd['step'] / core['step']:.2f}x** (target <= 3.5x) | | "
-                  f"**{ladd['peak'] / max(core['peak'], 1):.2f}x** (target <= 1.3x) |"]
+                  f"**{ladd['peak'] / max(core['peak'], 1):.2f}x** (target <= 1.3x) | "
+                  f"**{ladd['tensors'] / max(core['tensors'], 1):.2f}x** |"]
     return lines
 
 
@@ -204,6 +285,7 @@ def main(argv=None):
     parser.add_argument("--skip", choices=["quality", "cost"], default=None)
     parser.add_argument("--child", choices=["core", "ladd"], default=None, help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--track-tensors", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "ladd.md"))
     args = parser.parse_args(argv)
     import torch
@@ -211,7 +293,7 @@ def main(argv=None):
     torch.set_num_threads(1)
     harness.setup_inprocess_host("current")
     if args.child:
-        print(json.dumps((child_core if args.child == "core" else child_ladd)(args.steps, args.batch)))
+        print(json.dumps((child_core if args.child == "core" else child_ladd)(args.steps, args.batch, args.track_tensors)))
         return
     sections = ["# LADD", "", "Command: `~/.cache/quickstep/venv/bin/python benchmarks/ladd_bench.py` (CPU, one torch "
                 "thread).", ""]
@@ -226,7 +308,10 @@ def main(argv=None):
                      "Model rows / step: the batch rows fed to the diffusion model per training step. Core's "
                      "TrainLoraNode sets one positive cond per image of the batch, and ComfyUI runs every cond over "
                      "the whole batch, so its rows grow with batch squared; LADD passes the batch's conditioning as "
-                     "one batched cond (student B, discriminator 2B, generator B rows). Timings come from whatever "
+                     "one batched cond (student B, discriminator 2B, generator B rows). Peak RSS counts what the process holds (with "
+                     "allocator caches and code pages; a few MB from run to run); peak live tensors counts only "
+                     "tensor storages. Both methods checkpoint activations (core: the whole diffusion model as one "
+                     "segment, its depth-1 default; LADD: each res/attention block). Timings come from whatever "
                      f"machine runs this (here load average {_load()} at the end); on a shared machine they vary "
                      "from run to run, the rows and the ratios' direction do not.", ""]
     text = "\n".join(sections)
