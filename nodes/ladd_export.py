@@ -90,18 +90,15 @@ class LADDExport(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, base=None, steps=None, batch_size=None, save_every=None, processes=None, filename=None,
+    def validate_inputs(cls, steps=None, batch_size=None, save_every=None, processes=None, filename=None,
                         save_prefix=None):
+        """`base` is left to ComfyUI's own list check, which also refuses a null (execute checks it again)."""
         from ..folders import check_name, message
 
-        checked = validation.check(cls, base=base, steps=steps, batch_size=batch_size, save_every=save_every,
+        checked = validation.check(cls, steps=steps, batch_size=batch_size, save_every=save_every,
                                    processes=processes, filename=filename, save_prefix=save_prefix)
         if checked is not True:
             return checked
-        if isinstance(batch_size, int) and isinstance(processes, int) and batch_size % processes:
-            return (f"batch_size {batch_size} does not divide among {processes} processes: each process trains "
-                    f"batch_size / processes samples. Use a batch_size that is a multiple of {processes}, or "
-                    f"fewer processes.")
         for name, value, what in (("filename", filename, "a file name inside the output folder"),
                                   ("save_prefix", save_prefix, "a file name prefix")):
             if value is not None:
@@ -124,10 +121,13 @@ class LADDExport(io.ComfyNode):
 
         validation.require(cls, base=base, steps=steps, batch_size=batch_size, save_every=save_every,
                            processes=processes, filename=filename, save_prefix=save_prefix)
-        checked = cls.validate_inputs(batch_size=batch_size, processes=processes, filename=filename,
-                                      save_prefix=save_prefix)
+        checked = cls.validate_inputs(filename=filename, save_prefix=save_prefix)
         if checked is not True:
             raise ValueError(checked)
+        if batch_size % processes:  # here, not in validate_inputs: each widget's whole range stays valid on its own
+            raise ValueError(f"batch_size {batch_size} does not divide among {processes} processes: each process "
+                             f"trains batch_size / processes samples. Use a batch_size that is a multiple of "
+                             f"{processes}, or fewer processes.")
         sp.check_model(state.model)
         ds.check_against(dataset, state.model, sp.pooled_dim(state.model))
         output = Path(folder_paths.get_output_directory())
