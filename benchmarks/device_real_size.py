@@ -107,10 +107,6 @@ NEED_S = {"ladd": {("sd15", 512): 25, ("sd15", 1024): 45, ("sdxl", 512): 35, ("s
           "turbo": 20}
 
 
-class OutOfBudget(Exception):
-    pass
-
-
 # --------------------------------------------------------------------------------------------------- run context
 
 @dataclass
@@ -294,6 +290,7 @@ def build_unet(ctx: Ctx, arch: str, seed: int = 0):
         model = config.get_model({}, device=ctx.device)  # built on the GPU: random init of 2.6 B weights in ~1 s
         init_(model.diffusion_model, seed, ctx.device)
         model.to(mm.unet_offload_device())
+        model.device = mm.unet_offload_device()  # where the weights are: what ComfyUI's loader would say
         patcher = comfy.model_patcher.ModelPatcher(model, ctx.device, mm.unet_offload_device())
         # core's TrainLoraNode clones with force_deepcopy, which rebuilds the model as a loader would
         patcher.cached_patcher_init = (build, (seed,))
