@@ -420,7 +420,7 @@ def train(prepared: Prepared, world, device, log) -> int:
             from tqdm import tqdm
 
             bar = tqdm(total=run.steps, initial=trainer.step, desc="LADD", unit="step", dynamic_ncols=True)
-        signum, start, first, second = 0, time.time(), trainer.step, None
+        signum, start, first, second, second_cpu = 0, time.time(), trainer.step, None, 0.0
         while trainer.step < run.steps:
             rows = data.sample_indices(run.batch_size, trainer.generator)  # the same on every process
             if trainer.shard is not None:
@@ -428,8 +428,8 @@ def train(prepared: Prepared, world, device, log) -> int:
             out = sp.train_step(trainer, data.batch(rows))
             out.pop("preview")
             out = distributed.mean_metrics(out, world, device)
-            if second is None:
-                second = time.time()  # throughput is given from the second step on (the first one warms up)
+            if second is None:  # throughput is given from the second step on (the first one warms up)
+                second, second_cpu = time.time(), time.process_time()
             history.append(out)
             if bar is not None:
                 bar.set_postfix_str(_summary(out), refresh=False)
@@ -448,7 +448,10 @@ def train(prepared: Prepared, world, device, log) -> int:
         done, now = trainer.step - first, time.time()
         rate = f"{done} steps in {now - start:.1f} s"
         if done > 1:
-            rate += f" (steps {first + 2}-{trainer.step}: {(done - 1) * run.batch_size / (now - second):.2f} samples/s)"
+            samples = (done - 1) * run.batch_size
+            cpu_ms = (time.process_time() - second_cpu) * 1000 / (samples / world.size)
+            rate += (f" (steps {first + 2}-{trainer.step}: {samples / (now - second):.2f} samples/s, {cpu_ms:.0f} ms "
+                     "of CPU time per sample on rank 0)")
         if signum:
             import signal
 
