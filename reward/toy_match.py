@@ -1,14 +1,25 @@
-"""The toy match reward: a small image-text cross-encoder giving the log-probability that an image shows its prompt.
+"""The toy match reward: a small image-text model giving the log-probability that an image shows its prompt.
 
-A toy ImageReward (Xu et al. 2023, arXiv:2304.05977, trains a BLIP cross-encoder to score image-prompt pairs): the
-prompt's words, encoded by a small transformer, make query vectors that attend over the image's 8x8 grid of CNN
-features (which carry their coordinates); what the queries find (how strongly, how many cells, what and where) goes
-through an MLP to the logit of "image and prompt match" (`ToyMatchNet`). Trained by `toyworld/train_reward.py` on
-the toy scenes only, with hard negatives from both sides (`toyworld/mismatch.py`).
+A toy ImageReward (Xu et al. 2023, arXiv:2304.05977, trains a cross-encoder to score image-prompt pairs), built the
+way the prompt is (a neural module network, Andreas et al. 2016, arXiv:1511.02799): the prompt's words are grouped
+into object phrases (an optional number and colour, then a shape noun) and an optional relation word between the
+first two phrases. A CNN gives a 16x16 grid of cell features that know their coordinates and an object-centre
+density (each object's density sums to about one). Each phrase makes a query from its words' embeddings that
+scores every cell; the phrase's density is the centre density times that match, so
 
-Score = log sigmoid(logit) = log P(match), in (-inf, 0]; ReNO's loss `0 - score` is the cross-entropy of "match".
-Its gradient `(1 - P) * d logit` fades as an image comes to match, so noise ascent stops pushing a passing image.
-Plain torch: the vocabulary and sizes come from the JSON config saved beside the weights.
+* its **count** is the summed density (a blank field counts 0, an extra copy adds 1),
+* its **place** is the density-weighted mean of the cell coordinates,
+
+and each phrase's check is a logit of its count against its number ("a": at least one; "two": exactly two), the
+relation's a logit of the learned direction of the relation word dotted with subject place minus object place (so
+"A left of B", "B left of A" and "A right of B" differ in sign, whatever the shapes). log P(match) is the sum of
+the checks' log-probabilities: every phrase and the relation must hold. Trained by `toyworld/train_reward.py` on the
+toy scenes only, with hard negatives from both sides (`toyworld/mismatch.py`).
+
+Score = log P(match), in (-inf, 0]; ReNO's loss `0 - score` is the cross-entropy of "match". Its gradient fades as
+an image comes to match, so noise ascent stops pushing a passing image. `ToyMatchNet.forward` returns the logit
+log P - log(1 - P), so `logsigmoid(logit)` is log P. Plain torch: vocabulary, word classes and sizes come from the
+JSON config saved beside the weights.
 """
 
 from __future__ import annotations
@@ -26,78 +37,82 @@ from .base import Reward, RewardModule
 #: keys every toy match state dict has (what `reward.loading.detect_kind` looks for)
 KEY_PREFIX = "match_query."
 PAD, UNK = "<pad>", "<unk>"
+MAX_PHRASES = 3
+LOG_P_MAX = -1e-12  # the logit stays finite (<= 27.6)
 
 
 def words(text: str) -> list[str]:
     return text.lower().replace(",", " ").replace(".", " ").split()
 
 
-class Block(nn.Module):
-    """Pre-norm transformer block (self-attention + MLP) with a key padding mask."""
-
-    def __init__(self, width: int, heads: int):
-        super().__init__()
-        self.heads = heads
-        self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
-        self.qkv, self.proj = nn.Linear(width, 3 * width), nn.Linear(width, width)
-        self.mlp = nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(), nn.Linear(2 * width, width))
-
-    def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        b, n, w = x.shape
-        q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.heads, w // self.heads).permute(2, 0, 3, 1, 4)
-        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None, None, :])
-        x = x + self.proj(attn.transpose(1, 2).reshape(b, n, w))
-        return x + self.mlp(self.norm2(x))
+def parse(tokens: list[str], nouns, plurals: dict, modifiers, numbers: dict, relations):
+    """Object phrases [(noun, modifier or None, number: 0 = "at least one")] in prompt order, and the relation word
+    between the first two phrases (None if there is none). Words of no class are ignored."""
+    phrases, mods, number, relation, rel_at = [], [], 0, None, None
+    for w in tokens:
+        if w in numbers:
+            number = numbers[w]
+        elif w in modifiers:
+            mods.append(w)
+        elif w in relations and len(phrases) == 1 and relation is None:
+            relation, rel_at = w, len(phrases)
+        elif w in nouns or w in plurals:
+            phrases.append((plurals.get(w, w), mods[-1] if mods else None, number))
+            mods, number = [], 0
+    if relation is not None and (len(phrases) < 2 or rel_at != 1):
+        relation = None
+    return phrases[:MAX_PHRASES], relation
 
 
 class ToyMatchNet(nn.Module):
-    """(normalised images [B, 3, 64, 64], token ids [B, L]) -> match logits [B].
+    """(normalised images [B, 3, 64, 64], token ids [B, L]) -> match logits [B] (see the module docstring)."""
 
-    Text: word embeddings through `layers` transformer blocks. Image: a CNN to an 8x8 grid of features. Every
-    word (in context) is a query that scores every cell; from those scores come what the prompt's checks need: the
-    best cell's score (is the thing there), the summed sigmoid of the scores (how many), and the softmax-weighted
-    feature and coordinates (what and where it is). An MLP on these, word by word, and the text's class token gives
-    the logit.
-    """
-
-    def __init__(self, vocab: list[str], max_len: int = 16, width: int = 64, layers: int = 2, heads: int = 4,
-                 channels: tuple[int, int] = (16, 32), image_size: int = 64, value: int = 16):
+    def __init__(self, vocab: list[str], *, nouns, plurals: dict, modifiers, numbers: dict, relations,
+                 max_len: int = 16, width: int = 64, channels: tuple[int, int] = (16, 32), image_size: int = 64):
         super().__init__()
         self.vocab = list(vocab)
         self.index = {w: i for i, w in enumerate(self.vocab)}
+        self.classes = dict(nouns=list(nouns), plurals=dict(plurals), modifiers=list(modifiers),
+                            numbers={k: int(v) for k, v in numbers.items()}, relations=list(relations))
+        for w in [*nouns, *plurals, *modifiers, *numbers, *relations]:
+            if w not in self.index:
+                raise ValueError(f"toy match config: word class member {w!r} is not in the vocabulary.")
         self.max_len = int(max_len)
         c0, c1 = channels
-        grid = image_size // 8
-        # 64 -> 32 -> 16 -> 8; two coordinate channels let every feature know where it is
+        self.grid = image_size // 4
+        # 64 -> 32 -> 16 (stride 4: 16x16 cells of 4 px); two coordinate channels let every feature know where it is;
+        # receptive field ~37 px, more than the largest object
         self.match_image = nn.Sequential(
             nn.Conv2d(5, c0, 3, padding=1), nn.ReLU(),
             nn.Conv2d(c0, c1, 3, stride=2, padding=1), nn.ReLU(),
             nn.Conv2d(c1, c1, 3, padding=1), nn.ReLU(),
             nn.Conv2d(c1, width, 3, stride=2, padding=1), nn.ReLU(),
             nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(width, width, 3, stride=2, padding=1))
-        self.match_text = nn.Embedding(len(self.vocab), width)
-        self.match_text_pos = nn.Parameter(torch.randn(self.max_len + 1, width) * 0.02)
-        self.match_cls = nn.Parameter(torch.randn(1, 1, width) * 0.02)
-        self.match_fusion = nn.ModuleList(Block(width, heads) for _ in range(layers))  # the text encoder
-        self.match_norm = nn.LayerNorm(width)
-        self.match_query = nn.Linear(width, width)
+            nn.Conv2d(width, width, 3, padding=2, dilation=2), nn.ReLU(),
+            nn.Conv2d(width, width, 1))
+        self.match_centre = nn.Linear(width, 1)  # object-centre density per cell
         self.match_key = nn.Linear(width, width)
-        self.match_value = nn.Linear(width, value)
-        features = width + self.max_len * (value + 2 + 2)
-        self.match_head = nn.Sequential(nn.Linear(features, 2 * width), nn.ReLU(), nn.Linear(2 * width, width),
-                                        nn.ReLU(), nn.Linear(width, 1))
-        # training only: per image cell, colour (none + 4), shape (none + 3) and "an object's centre is here"
-        self.match_aux = nn.Linear(width, 5 + 4 + 1)
+        self.match_word = nn.Embedding(len(self.vocab), width)  # noun + modifier ("<pad>": no colour named)
+        self.match_query = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, width + 1))
+        self.match_relation = nn.Embedding(len(self.vocab), 2)  # a relation word's direction in the image plane
+        self.match_aux = nn.Linear(width, 5 + 4)  # training only: per cell, colour (none + 4) and shape (none + 3)
+        # count checks: log-scale and threshold of "at least one" (count - t) and "exactly n" (t - (count - n)^2),
+        # and the relation's bias
+        self.match_check = nn.Parameter(torch.tensor([math.log(6.0), 0.5, math.log(6.0), 0.25, 0.0]))
         ys, xs = torch.meshgrid(torch.linspace(-1, 1, image_size), torch.linspace(-1, 1, image_size), indexing="ij")
+        with torch.no_grad():  # start near no objects (a few in all 256 cells), not near one per cell
+            self.match_centre.weight.mul_(0.1)
+            self.match_centre.bias.fill_(-4.0)
         self.register_buffer("coords", torch.stack([xs, ys])[None], persistent=False)
-        cy, cx = torch.meshgrid(torch.linspace(-1, 1, grid), torch.linspace(-1, 1, grid), indexing="ij")
+        centres = (torch.arange(self.grid) + 0.5) / self.grid * 2 - 1
+        cy, cx = torch.meshgrid(centres, centres, indexing="ij")
         self.register_buffer("cell_xy", torch.stack([cx.flatten(), cy.flatten()], -1), persistent=False)
 
+    RELATION_GAIN = 8.0  # relation directions are learned at 1/8 scale, so Adam moves them fast enough
+
     def config(self) -> dict:
-        return {"architecture": "toymatch", "vocab": self.vocab, "max_len": self.max_len,
-                "width": self.match_key.in_features, "layers": len(self.match_fusion),
-                "heads": self.match_fusion[0].heads, "value": self.match_value.out_features,
+        return {"architecture": "toymatch", "version": 2, "vocab": self.vocab, **self.classes,
+                "max_len": self.max_len, "width": self.match_key.in_features,
                 "channels": [self.match_image[0].out_channels, self.match_image[2].out_channels],
                 "image_size": self.coords.shape[-1]}
 
@@ -110,36 +125,73 @@ class ToyMatchNet(nn.Module):
             rows.append(ids + [pad] * (self.max_len - len(ids)))
         return torch.tensor(rows, dtype=torch.long, device=device)
 
+    def phrases(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The parsed prompts as tensors: per phrase slot [B, P] noun id, modifier id (<pad> if none), number
+        (0 = at least one), present, "any object" (a prompt without a known noun); per prompt [B] relation id and
+        whether there is one."""
+        pad = self.index[PAD]
+        b = ids.shape[0]
+        out = {k: torch.zeros(b, MAX_PHRASES, dtype=torch.long) for k in ("noun", "modifier", "number")}
+        out["modifier"].fill_(pad)
+        out["noun"].fill_(pad)
+        present = torch.zeros(b, MAX_PHRASES, dtype=torch.bool)
+        anything = torch.zeros(b, MAX_PHRASES, dtype=torch.bool)
+        relation = torch.full((b,), pad, dtype=torch.long)
+        for r, row in enumerate(ids.tolist()):
+            tokens = [self.vocab[i] for i in row if i != pad]
+            found, rel = parse(tokens, **self.classes)
+            if not found:  # nothing the model knows is named: "is there any object at all"
+                present[r, 0] = anything[r, 0] = True
+            for j, (noun, mod, number) in enumerate(found):
+                out["noun"][r, j] = self.index[noun]
+                out["modifier"][r, j] = self.index[mod] if mod else pad
+                out["number"][r, j] = number
+                present[r, j] = True
+            if rel is not None:
+                relation[r] = self.index[rel]
+        out.update(present=present, anything=anything, relation=relation, has_relation=relation != pad)
+        return {k: v.to(ids.device) for k, v in out.items()}
+
     def image_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
         x = torch.cat([pixels, self.coords.to(pixels.dtype).expand(pixels.shape[0], -1, -1, -1)], 1)
-        return self.match_image(x).flatten(2).transpose(1, 2)  # [B, 64, width]
+        return self.match_image(x).flatten(2).transpose(1, 2)  # [B, 256, width]
 
-    def text_tokens(self, ids: torch.Tensor) -> torch.Tensor:
-        """[B, 1 + L, W]: the class token, then each word in context."""
-        b = ids.shape[0]
-        x = torch.cat([self.match_cls.expand(b, -1, -1), self.match_text(ids)], 1) + self.match_text_pos[:ids.shape[1] + 1]
-        keep = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=ids.device), ids != self.index[PAD]], 1)
-        for block in self.match_fusion:
-            x = block(x, keep)
-        return self.match_norm(x)
+    def centre_density(self, img: torch.Tensor) -> torch.Tensor:
+        return F.softplus(self.match_centre(img).squeeze(-1))  # [B, N]
 
-    def forward(self, pixels: torch.Tensor, ids: torch.Tensor, image_tokens: torch.Tensor | None = None):
+    def agree(self, img: torch.Tensor, noun: torch.Tensor, modifier: torch.Tensor) -> torch.Tensor:
+        """[B, P, N] logits that the object centred in each cell is what each phrase (noun, modifier [B, P]) names."""
+        w = img.shape[-1]
+        q = self.match_query(self.match_word(noun) + self.match_word(modifier))  # [B, P, W + 1]
+        return torch.einsum("bpw,bnw->bpn", q[..., :w], self.match_key(img)) / math.sqrt(w) + q[..., w:]
+
+    def forward(self, pixels: torch.Tensor, ids: torch.Tensor, image_tokens: torch.Tensor | None = None,
+                details: bool = False):
         img = self.image_tokens(pixels) if image_tokens is None else image_tokens  # [B, N, W]
-        b, n, w = img.shape
-        text = self.text_tokens(ids)
-        q = self.match_query(text[:, 1:])  # [B, L, W]
-        a = torch.einsum("blw,bnw->bln", q, self.match_key(img)) / math.sqrt(w)  # [B, L, N]
-        p = a.softmax(-1)
-        value = torch.einsum("bln,bnv->blv", p, self.match_value(img))
-        where = torch.einsum("bln,nc->blc", p, self.cell_xy.to(img.dtype))
-        how_many = torch.sigmoid(a).sum(-1, keepdim=True) / 4
-        best = a.amax(-1, keepdim=True)
-        per_word = torch.cat([value, where, how_many, best], -1) * (ids != self.index[PAD]).unsqueeze(-1)
-        return self.match_head(torch.cat([text[:, 0], per_word.flatten(1)], -1)).squeeze(-1)
+        ph = self.phrases(ids)
+        delta = self.centre_density(img)  # [B, N]
+        a = self.agree(img, ph["noun"], ph["modifier"])
+        agree = torch.where(ph["anything"][..., None], torch.ones_like(a), torch.sigmoid(a))
+        density = delta[:, None] * agree  # [B, P, N]
+        count = density.sum(-1)  # [B, P]
+        place = torch.einsum("bpn,nc->bpc", density, self.cell_xy.to(img.dtype)) / (count[..., None] + 1e-3)
+        k_one, t_one, k_n, t_n, rel_bias = self.match_check
+        n = ph["number"].to(count.dtype)
+        check = torch.where(ph["number"] > 0, k_n.exp() * (t_n - (count - n) ** 2), k_one.exp() * (count - t_one))
+        log_p = (F.logsigmoid(check) * ph["present"]).sum(-1)
+        direction = self.match_relation(ph["relation"]) * self.RELATION_GAIN  # [B, 2]
+        rel = (direction * (place[:, 0] - place[:, 1])).sum(-1) + rel_bias
+        log_p = log_p + F.logsigmoid(rel) * ph["has_relation"]
+        log_p = log_p.clamp(max=LOG_P_MAX)
+        logit = log_p - torch.log(-torch.expm1(log_p))  # log P - log(1 - P)
+        if details:
+            return logit, {"delta": delta, "agree": a, "density": density, "count": count, "place": place,
+                           "phrases": ph}
+        return logit
 
 
 class ToyMatchReward(Reward):
-    """log P(image matches prompt) from the toy cross-encoder (ReNO loss: 0 - score = -log P)."""
+    """log P(image matches prompt) from the toy match model (ReNO loss: 0 - score = -log P)."""
 
     kind = "toymatch"
     loss_offset = 0.0
@@ -164,9 +216,13 @@ def config_path(weights: Path) -> Path:
 def build(config: dict) -> ToyMatchNet:
     if config.get("architecture") != "toymatch":
         raise ValueError(f"not a toy match config (architecture {config.get('architecture')!r}, want 'toymatch').")
-    return ToyMatchNet(config["vocab"], max_len=config["max_len"], width=config["width"], layers=config["layers"],
-                       heads=config["heads"], channels=tuple(config["channels"]), image_size=config["image_size"],
-                       value=config["value"])
+    if config.get("version") != 2:
+        raise ValueError(f"toy match config version {config.get('version')!r} is not supported (want 2); retrain with "
+                         f"toyworld/train_reward.py or restore the shipped toy_match.json.")
+    return ToyMatchNet(config["vocab"], nouns=config["nouns"], plurals=config["plurals"],
+                       modifiers=config["modifiers"], numbers=config["numbers"], relations=config["relations"],
+                       max_len=config["max_len"], width=config["width"], channels=tuple(config["channels"]),
+                       image_size=config["image_size"])
 
 
 def from_state_dict(sd: dict[str, torch.Tensor], path: Path) -> ToyMatchReward:

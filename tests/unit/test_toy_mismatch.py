@@ -64,15 +64,15 @@ def test_training_state_resumes_exactly(tmp_path):
     def run(net, opt, rng, steps):
         data = tr.Sampler(rng)
         for _ in range(steps):
-            images, texts, labels, pairs, cells = data.batch(4)
-            loss = tr.losses(net, tr.augment(images, rng), texts, labels, pairs, cells, 1.0, 1.0)[0]
+            images, *rest = data.batch(4)
+            loss = tr.losses(net, tr.augment(images, rng), *rest, 1.0, 1.0)[0]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
 
     def fresh():
         torch.manual_seed(0)
-        net = ToyMatchNet(tr.VOCAB, width=16, layers=1, heads=2, channels=(4, 8))
+        net = ToyMatchNet(tr.VOCAB, **tr.WORD_CLASSES, width=16, channels=(4, 8))
         return net, torch.optim.AdamW(net.parameters(), lr=1e-3), np.random.default_rng(0)
 
     threads = torch.get_num_threads()
