@@ -7,8 +7,12 @@
 2. LADD for `--steps` steps (or `--minutes` of wall clock when steps is 0), the same `distill.step.train_step` the
    QuickstepLADDTrain node calls; the full state is saved atomically every `--save-every` steps to
    `--data`/state.safetensors, and a rerun resumes from it exactly (a resumed run equals an uninterrupted one).
+   A rerun with e.g. `--steps 3600 --phase "lr_g=1e-4,lr_d=1e-4,ema=0.999"` (learning rates, EMA, re-noise, R1, ...)
+   continues the saved run in a new phase with those settings; the state then keeps them, so later resumes are exact
+   again.
 3. The LoRA (EMA weights) goes to toyworld/weights/student_lora.safetensors in core's LoRA format, and its SHA-256 into
-   SHA256SUMS. The loss curve goes to toyworld/logs/train_student.jsonl.
+   SHA256SUMS. The loss curve goes to toyworld/logs/train_student.jsonl (each invocation writes its own; the
+   committed file joins those of the shipped run, a note on top).
 """
 
 from __future__ import annotations
@@ -20,7 +24,21 @@ from ._train import setup
 
 DEFAULTS = dict(threads=1, seed=0, per_prompt=16, data="/tmp/quickstep_toy_ladd", minutes=0.0, steps=2400,
                 batch=8, rank=16, lr_g=5e-4, lr_d=5e-4, ema=0.99, warmup=100, g_every=1, loss="hinge",
-                save_every=100, log_every=10)
+                save_every=100, log_every=10, phase="")
+
+
+def phase_overrides(text: str) -> dict:
+    """`--phase "lr_g=1e-4,lr_d=1e-4,ema=0.999"` -> {name: value} of the `step.Config` fields a run may change on
+    the way (not those that shape the LoRA, heads or grid)."""
+    allowed = {"lr_g": float, "lr_d": float, "ema": float, "renoise_mean": float, "renoise_std": float,
+               "r1_weight": float, "grad_clip": float, "g_every": int, "warmup_steps": int}
+    out = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        key, _, value = item.partition("=")
+        if key.strip() not in allowed or not value:
+            raise SystemExit(f"--phase: {item!r} is not NAME=VALUE with NAME among {sorted(allowed)}")
+        out[key.strip()] = allowed[key.strip()](value)
+    return out
 
 
 def main(argv=None):
@@ -53,8 +71,14 @@ def main(argv=None):
     state_file = data_dir / "state.safetensors"
     if state_file.is_file():
         run = state.load(state_file, teacher)
-        curve.log(event="resume", step=run.step)
+        overrides = phase_overrides(args.phase)  # a later phase of the run; optimiser moments and EMA carry on
+        for key, value in overrides.items():
+            setattr(run.config, key, value)
+        run.config.validate()
+        curve.log(event="resume", step=run.step, config=run.config.to_dict())
     else:
+        if args.phase:
+            raise SystemExit(f"--phase continues a saved run, but {state_file} does not exist; start the run first.")
         cfg = step.Config(rank=args.rank, seed=args.seed, lr_g=args.lr_g, lr_d=args.lr_d, ema=args.ema,
                           warmup_steps=args.warmup, g_every=args.g_every, loss=args.loss, bf16=False,
                           gradient_checkpointing=False)
@@ -62,6 +86,9 @@ def main(argv=None):
         params = lora.init_params(lora.target_modules(teacher), cfg.rank, torch.Generator().manual_seed(cfg.seed))
         run = state.State(model=teacher, config=cfg, identity=state.base_identity(teacher), lora=params)
     trainer = run.trainer()
+    for opt, key in ((trainer.opt_g, "lr_g"), (trainer.opt_d, "lr_d")):  # loaded optimiser states bring their old rate
+        for group in opt.param_groups:
+            group["lr"] = getattr(run.config, key)
     history = list(run.history)
     start, budget = time.time(), args.minutes * 60
     while True:
