@@ -82,7 +82,7 @@ def worker_node(folder: str, device: str, steps: int, batch: int, threads: int) 
     sys.stdout.write(json.dumps({"rate": samples / seconds, "cpu_ms": cpu * 1000 / samples}) + "\n")
 
 
-def command_rate(python: str, folder: Path, work: Path, processes: int, args) -> tuple[float, float]:
+def command_rate(python: str, folder: Path, work: Path, processes: int, args, batch: int = 0) -> tuple[float, float]:
     """(samples/s, ms of CPU time per sample of rank 0's shard) of the command on `processes` processes."""
     sys.path.insert(0, str(ROOT / "tests"))
     import harness
@@ -94,7 +94,7 @@ def command_rate(python: str, folder: Path, work: Path, processes: int, args) ->
     run = work / f"cmd{processes}_{time.time_ns()}"
     config = train.write_config(run / "run.json", base={"loader": "toy", "name": "teacher"}, dataset=folder,
                                 output=run / "out", loras=run / "loras", save_prefix="bench", steps=args.steps,
-                                batch_size=args.batch, save_every=0,
+                                batch_size=batch or args.batch, save_every=0,
                                 training=sp.Config(rank=RANK, seed=SEED).to_dict())
     cmd = [python, str(SCRIPT)] if processes == 1 else \
         [python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", str(SCRIPT)]
@@ -157,12 +157,16 @@ def main(argv=None) -> int:
     if not any(folder.glob("*.safetensors")):
         subprocess.run([python, __file__, "--worker", "data", "--data", str(folder), "--device", args.device],
                        check=True, env=_env(args))
-    rates: dict[str, list[float]] = {f"command x{n}": [] for n in counts}
-    rates["node"] = []
+    # one process at the per-process batch of the most processes: separates the smaller batch from the all-reduce
+    small = args.batch // max(counts)
+    methods = [(f"command x{n}", lambda n=n: command_rate(python, folder, work, n, args)) for n in counts]
+    if max(counts) > 1:
+        methods.append(("command x1 small", lambda: command_rate(python, folder, work, 1, args, small)))
+    methods.append(("node", lambda: node_rate(python, folder, args)))
+    rates: dict[str, list[float]] = {k: [] for k, _ in methods}
     cpu: dict[str, list[float]] = {k: [] for k in rates}
     for r in range(args.repeats):
-        for key, measure in [*((f"command x{n}", lambda n=n: command_rate(python, folder, work, n, args))
-                               for n in counts), ("node", lambda: node_rate(python, folder, args))]:
+        for key, measure in methods:
             rate, ms = measure()
             rates[key].append(rate)
             cpu[key].append(ms)
@@ -199,6 +203,10 @@ def main(argv=None) -> int:
         lines.append(f"| command (`distill/train.py`{', torchrun' if n > 1 else ''}) | {n} | {args.batch // n} | "
                      f"{m:.2f} | {', '.join(f'{x:.2f}' for x in rates[key])} | {vs} | {eff} | {cpu_med[key]:.0f} | "
                      f"{ideal} |")
+    if "command x1 small" in med:
+        lines.append(f"| command, global batch {small} | 1 | {small} | {med['command x1 small']:.2f} | "
+                     f"{', '.join(f'{x:.2f}' for x in rates['command x1 small'])} | | | "
+                     f"{cpu_med['command x1 small']:.0f} | |")
     lines.append(f"| node path (LADD Train) | 1 | {args.batch} | {med['node']:.2f} | "
                  f"{', '.join(f'{x:.2f}' for x in rates['node'])} | | | {cpu_med['node']:.0f} | |")
     if one:
@@ -206,6 +214,14 @@ def main(argv=None) -> int:
         lines += ["", f"Command on 1 process / node path: **{paired:.2f}x** throughput (median of the per-round "
                       f"ratios; ratio of the medians {one / med['node']:.2f}x) and {cpu_med['node'] / cpu_med['command x1']:.2f}x "
                       "in CPU time per sample (>= 1: the command is not slower; both run the same train_step)."]
+    if "command x1 small" in med:
+        n = max(counts)
+        lines += ["", f"Where the {n}-process CPU time goes: one process at the per-process batch {small} costs "
+                      f"{cpu_med['command x1 small']:.0f} ms per sample against {cpu_med['command x1']:.0f} at batch "
+                      f"{args.batch}, so the smaller batch accounts for "
+                      f"{cpu_med['command x1 small'] - cpu_med['command x1']:.0f} ms and DDP (gloo all-reduce, the "
+                      f"shared draws) for {cpu_med[f'command x{n}'] - cpu_med['command x1 small']:.0f} ms of the "
+                      f"{cpu_med[f'command x{n}'] - cpu_med['command x1']:.0f} ms difference."]
     lines += ["", f"Wall time of the benchmark: {time.time() - started:.0f} s."]
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / \
         ("ladd_ddp.md" if args.device == "cpu" else f"ladd_ddp_{args.device}.md")

@@ -420,7 +420,7 @@ def train(prepared: Prepared, world, device, log) -> int:
             from tqdm import tqdm
 
             bar = tqdm(total=run.steps, initial=trainer.step, desc="LADD", unit="step", dynamic_ncols=True)
-        signum, start, first, second, second_cpu = 0, time.time(), trainer.step, None, 0.0
+        signum, start, first, second = 0, time.time(), trainer.step, None
         while trainer.step < run.steps:
             rows = data.sample_indices(run.batch_size, trainer.generator)  # the same on every process
             if trainer.shard is not None:
@@ -428,8 +428,10 @@ def train(prepared: Prepared, world, device, log) -> int:
             out = sp.train_step(trainer, data.batch(rows))
             out.pop("preview")
             out = distributed.mean_metrics(out, world, device)
-            if second is None:  # throughput is given from the second step on (the first one warms up)
-                second, second_cpu = time.time(), time.process_time()
+            # throughput from the second step on (the first one warms up) to the last, saves not included
+            ended, ended_cpu = time.time(), time.process_time()
+            if second is None:
+                second, second_cpu = ended, ended_cpu
             history.append(out)
             if bar is not None:
                 bar.set_postfix_str(_summary(out), refresh=False)
@@ -445,13 +447,13 @@ def train(prepared: Prepared, world, device, log) -> int:
             bar.close()
         if trainer.step == first and world.main:  # nothing to train: still leave this run's files in place
             save(trainer, prepared, history)
-        done, now = trainer.step - first, time.time()
-        rate = f"{done} steps in {now - start:.1f} s"
+        done = trainer.step - first
+        rate = f"{done} steps in {time.time() - start:.1f} s"
         if done > 1:
             samples = (done - 1) * run.batch_size
-            cpu_ms = (time.process_time() - second_cpu) * 1000 / (samples / world.size)
-            rate += (f" (steps {first + 2}-{trainer.step}: {samples / (now - second):.2f} samples/s, {cpu_ms:.0f} ms "
-                     "of CPU time per sample on rank 0)")
+            cpu_ms = (ended_cpu - second_cpu) * 1000 / (samples / world.size)
+            rate += (f" (steps {first + 2}-{trainer.step}: {samples / (ended - second):.2f} samples/s, {cpu_ms:.0f} "
+                     "ms of CPU time per sample on rank 0)")
         if signum:
             import signal
 
