@@ -1,4 +1,4 @@
-"""Train the toy match reward (`reward/toy_match.py`) on toy scenes: `python -m toyworld.train_reward` (~35 min, 1 thread).
+"""Train the toy match reward (`reward/toy_match.py`) on toy scenes: `python -m toyworld.train_reward` (~37 min, 1 thread).
 
 Every step draws `--batch` scenes of *training* prompts (`toyworld/scenes.py`; held-out prompts are never drawn, nor
 used as a negative caption) and makes, for each, one matching pair and one hard negative (`toyworld/mismatch.py`):
@@ -11,10 +11,13 @@ the prompt does not mention, the other word order ("A left of B" = "B right of A
 may go through the toy VAE (sometimes with noise on the latent), pixel noise and blur.
 
 Loss: binary cross-entropy of "match" on every pair, a ranking term softplus(negative - positive) between each
-scene's pair, and dense targets from the object lists (`--aux`): the centre density (a unit Gaussian blob per visible
-object on the 16x16 grid) and, per object phrase of each caption, the density of the objects that phrase names, with
-their counts. Validation (logged every `--eval-every` steps, what a run is judged by) uses unseen scenes of
-*training* prompts. The run is a fixed number of steps (`--steps`), so rerunning it reproduces the shipped file; the
+scene's pair, and dense targets from the object lists (`--aux`): each cell's colour and shape, the centre density (a
+unit Gaussian blob per visible object on the 16x16 grid) and, per object phrase of each caption, the density of the
+objects that phrase names, their count and (at object centres) which objects it names. Validation (logged every `--eval-every` steps, what a run is judged by) uses unseen scenes of
+*training* prompts. The run is a fixed number of steps (`--steps`; `--minutes` is only a safety cap) and its data
+stream is seeded, so a rerun repeats the shipped run step for step; bit for bit it does not across processes on
+this CPU (two 30-step runs in separate processes differ by ~2e-5 in the weights, float rounding in the kernels;
+within one process the same seed gives equal weights), so a rerun reproduces the recipe and its figures. The
 state (weights, AdamW moments, data stream) is saved atomically to `--state` every `--save-every` steps and a rerun
 with the same `--state` resumes exactly; the weights go to toyworld/weights/toy_match.safetensors (+ .json config,
 both hash-recorded) and the curve to toyworld/logs/train_reward.jsonl.
