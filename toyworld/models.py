@@ -40,6 +40,23 @@ CLIP_VISION = {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads
                "image_size": 64, "patch_size": 8, "num_channels": 3}
 VOCAB, BOS, EOS, MAX_LEN = 49408, 49406, 49407, 77
 
+# ------------------------------------------------------ v2 (issue 15); the shipped v1 files above stay as they are
+#: the v2 toy CLIP (toyworld/train_text_v2.py): the v1 format, one text layer deeper, trained with hard negatives
+CLIP_V2_DIR = "clip_v2"
+CLIP_V2_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
+CLIP_TEXT_V2 = dict(CLIP_TEXT, num_hidden_layers=4)
+CLIP_VISION_V2 = dict(CLIP_VISION)
+UNET_V2_FILE = "unet_v2.safetensors"
+#: the v2 teacher: the same SD1 family (so the toy nodes, Turbo schedules, LADD LoRAs and ReNO apply unchanged), 64
+#: channels at every level and one cross-attention transformer at 16x16, 8x8, 4x4 and in the middle; 2.4M parameters,
+#: 0.49 GFLOP per sample forward (v1: 1.7M, 0.18). At 16x16 a latent cell is 4 pixels and an object 3-6 cells wide:
+#: that is where each object's extent, shape and colour are laid down, so that is where the words about *which*
+#: object is where and which colour it has must be read (v1 only read them at 8x8 and coarser and passed them up by
+#: convolution); 8x8 places objects (one to three cells each), 4x4 decides left/right/above/below of the whole scene.
+UNET_V2_CONFIG = dict(UNET_CONFIG, model_channels=64, channel_mult=[1, 1, 1], transformer_depth=[1, 1, 1],
+                      transformer_depth_output=[1, 1, 1, 1, 1, 1])
+ARCHS = ("v1", "v2")
+
 
 def sha256(path: Path) -> str:
     h = hashlib.sha256()
@@ -86,7 +103,7 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 # ------------------------------------------------------------------- UNet
 
-def unet_config():
+def unet_config(arch: str = "v1"):
     import comfy.supported_models
 
     class ToySD15(comfy.supported_models.SD15):
@@ -94,14 +111,20 @@ def unet_config():
 
         unet_extra_config = {"num_heads": -1, "num_head_channels": 16}
 
-    cfg = ToySD15(dict(UNET_CONFIG))
+    cfg = ToySD15(dict(_unet_dict(arch)))
     cfg.set_inference_dtype(torch.float32, None)
     return cfg
 
 
-def build_unet_model():
-    """A fresh (untrained, uninitialised) `comfy.model_base.BaseModel` of the toy config."""
-    return unet_config().get_model({})
+def _unet_dict(arch: str) -> dict:
+    if arch not in ARCHS:
+        raise ValueError(f"toy UNet arch must be one of {ARCHS}; got {arch!r}.")
+    return UNET_V2_CONFIG if arch == "v2" else UNET_CONFIG
+
+
+def build_unet_model(arch: str = "v1"):
+    """A fresh (untrained, uninitialised) `comfy.model_base.BaseModel` of the toy config (`arch` v1 or v2)."""
+    return unet_config(arch).get_model({})
 
 
 def load_unet(path: Path | None = None):
@@ -122,6 +145,25 @@ def load_unet(path: Path | None = None):
 
 def _load_unet_again(path, disable_dynamic=False):
     return load_unet(Path(path) if path else None)
+
+
+def load_unet_v2(path: Path | None = None):
+    """MODEL (ModelPatcher) of the v2 teacher (`UNET_V2_CONFIG`), from `path` or the shipped, hash-checked file."""
+    import comfy.model_management
+    import comfy.model_patcher
+
+    model = build_unet_model("v2")
+    model.diffusion_model.load_state_dict(_load_safetensors(path or checked(UNET_V2_FILE)), strict=True)
+    model.diffusion_model.requires_grad_(False)
+    mp = comfy.model_patcher.ModelPatcher(model, comfy.model_management.get_torch_device(),
+                                          comfy.model_management.unet_offload_device())
+    if hasattr(mp, "cached_patcher_init"):
+        mp.cached_patcher_init = (_load_unet_v2_again, (str(path) if path else None,))
+    return mp
+
+
+def _load_unet_v2_again(path, disable_dynamic=False):
+    return load_unet_v2(Path(path) if path else None)
 
 
 def load_student(path: Path | None = None):
@@ -159,13 +201,13 @@ def load_vae(path: Path | None = None):
 
 # ------------------------------------------------------------------- CLIP
 
-def build_clip():
+def build_clip(text_config: dict | None = None):
     import comfy.sd
     import comfy.sd1_clip
     import comfy.supported_models_base
 
     target = comfy.supported_models_base.ClipTarget(comfy.sd1_clip.SD1Tokenizer, comfy.sd1_clip.SD1ClipModel)
-    return comfy.sd.CLIP(target=target, model_options={"clip_l_model_config": dict(CLIP_TEXT)})
+    return comfy.sd.CLIP(target=target, model_options={"clip_l_model_config": dict(text_config or CLIP_TEXT)})
 
 
 def text_state_dict(hf_sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -173,14 +215,14 @@ def text_state_dict(hf_sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v for k, v in hf_sd.items() if k.startswith("text_model.") or k == "text_projection.weight"}
 
 
-def load_clip(directory: Path | None = None):
-    """CLIP (ComfyUI) whose text model carries the toy CLIP's text tower."""
+def load_clip(directory: Path | None = None, text_config: dict | None = None):
+    """CLIP (ComfyUI) whose text model carries the toy CLIP's text tower (v1 unless `text_config` says otherwise)."""
     if directory is None:
         checked(f"{CLIP_DIR}/config.json")
         path = checked(f"{CLIP_DIR}/model.safetensors")
     else:
         path = Path(directory) / "model.safetensors"
-    clip = build_clip()
+    clip = build_clip(text_config)
     sd = text_state_dict(_load_safetensors(path))
     missing, _ = clip.load_sd(sd)
     missing = [k for k in missing if "position_ids" not in k]
@@ -193,6 +235,17 @@ def clip_dir() -> Path:
     checked(f"{CLIP_DIR}/config.json")
     checked(f"{CLIP_DIR}/model.safetensors")
     return WEIGHTS / CLIP_DIR
+
+
+def clip_v2_dir() -> Path:
+    for name in CLIP_V2_FILES:
+        checked(f"{CLIP_V2_DIR}/{name}")
+    return WEIGHTS / CLIP_V2_DIR
+
+
+def load_clip_v2(directory: Path | None = None):
+    """CLIP (ComfyUI) with the v2 toy text tower (toyworld/train_text_v2.py; the v2 teacher's text encoder)."""
+    return load_clip(Path(directory) if directory else clip_v2_dir(), text_config=CLIP_TEXT_V2)
 
 
 def config_summary() -> str:

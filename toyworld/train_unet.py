@@ -1,5 +1,8 @@
 """Train the toy SD1-style UNet teacher: `python -m toyworld.train_unet` (70 + 30 + 80 min on this 2-core CPU).
 
+`--arch v2` trains the v2 teacher instead (toyworld/train_unet_v2.py: cross-attention at 16x16 too, the v2 text
+encoder, bf16 on CUDA, a wall-clock budget, resumable state): `python -m toyworld.train_unet --arch v2 --device cuda`.
+
 Needs the trained VAE and CLIP (toyworld/weights). Latents of training scenes and the CLIP text embeddings of every
 training prompt (and of the empty prompt) are computed once through ComfyUI's own VAE and CLIP objects, exactly as
 VAEEncode/CLIPTextEncode would; then the UNet learns epsilon prediction on SD1's discrete schedule (ComfyUI's
@@ -48,6 +51,21 @@ def encode_texts(clip, texts: list[str]) -> torch.Tensor:
 
 
 def main(argv=None):
+    """`--arch v2` trains the v2 teacher (`train_v2`); anything else is the v1 recipe above, unchanged."""
+    import argparse
+    import sys
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--arch", default="v1", choices=["v1", "v2"])
+    known, rest = pre.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if known.arch == "v2":
+        from . import train_unet_v2
+
+        return train_unet_v2.main(rest)
+    return train_v1(rest)
+
+
+def train_v1(argv=None):
     args, curve = _train.setup("train_unet", argv, seed=0, steps=12000, batch=32, lr=1e-3,
                                data=20000, dropout=0.1, ema=0.999, threads=2, minutes=70.0, weights="", init="",
                                min_snr=5.0, save_every=1000, weighting="uniform")
