@@ -52,7 +52,7 @@ def main(argv=None):
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes: checks the path in about a minute")
     parser.add_argument("--out", default=os.environ.get("OUT", ""), help="results folder (default: $OUT)")
     parser.add_argument("--total-minutes", type=float, default=None,
-                        help="wall clock for everything (default 9.0; dry run 1.0): the teacher's training loop gets "
+                        help="wall clock for everything (default 8.5; dry run 1.0): the teacher's training loop gets "
                              "what the text phases and setup leave, less --score-minutes")
     parser.add_argument("--score-minutes", type=float, default=1.3, help="kept back for scoring (dry run: 0.3)")
     parser.add_argument("--clip", default="train", help="train (default: the v2 text encoder's two phases first, "
@@ -65,7 +65,7 @@ def main(argv=None):
     t0 = time.time()
     mode = "dry" if args.dry_run else "full"
     size = dict(DRY if args.dry_run else FULL)
-    total = args.total_minutes or (1.0 if args.dry_run else 9.0)
+    total = args.total_minutes or (1.0 if args.dry_run else 8.5)
     score_minutes = 0.3 if args.dry_run else args.score_minutes
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
