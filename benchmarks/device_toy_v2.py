@@ -2,10 +2,11 @@
 
 Run through benchmarks/device_toy_v2.sh (it sets up the carried ComfyUI and packages). In one process:
 
-1. The v2 toy CLIP (toyworld/train_text_v2.py, `--clip train`, the default): phase 1 (image-text contrast against all
+1. Only with `--clip train` (the default, `--clip v2`, uses the shipped toyworld/weights/clip_v2): the v2 toy CLIP
+   (toyworld/train_text_v2.py) retrained on the GPU: phase 1 (image-text contrast against all
    training captions, hard-negative term and pair batches, text-side supervised contrast, slot heads; ~1 min) and
    phase 2 (the same, plus the text losses on captions outside the grammar; ~0.75 min), on the GPU, into
-   $OUT/clip_v2/. Then benchmarks/toy_text_encoder.py's table, v1 against it.
+   $OUT/clip_v2/. Then, either way, benchmarks/toy_text_encoder.py's table, v1 against the encoder used.
 2. The v2 teacher (`python -m toyworld.train_unet --arch v2`, toyworld/train_unet_v2.py) conditioned by that encoder:
    400k scenes of training prompts (16 processes), bf16 + TF32, batch 1024, a schedule sized at step 60 to end in
    what `--total-minutes` leaves after step 1 and `--score-minutes`, toy-GenEval on training prompts every 2500 steps
@@ -16,8 +17,8 @@ Run through benchmarks/device_toy_v2.sh (it sets up the carried ComfyUI and pack
    shipped v1 teacher with the v1 CLIP (side by side), the v2 teacher on the 31 held-out prompts and on six training
    prompts per category.
 4. $OUT: toy_v2_results.md / .json (per category, the text-encoder table, the cost: device, steps, samples, minutes),
-   curves.jsonl (every phase's curve), unet_v2.safetensors, clip_v2/ (3 files) and, from the .sh, device_log.txt:
-   8 files, the most a device call brings back. To ship: copy them to toyworld/weights/ and record their hashes
+   curves.jsonl (every phase's curve), unet_v2.safetensors, with `--clip train` clip_v2/ (3 files) and, from the
+   .sh, device_log.txt: at most 8 files, the most a device call brings back. To ship: copy them to toyworld/weights/ and record their hashes
    (`models.record_hash("unet_v2.safetensors")`, `models.record_hash("clip_v2/model.safetensors")`, ...).
 
 `--dry-run` runs the same code on the CPU in about a minute (tiny data, steps and scoring) to check the path.
@@ -55,8 +56,9 @@ def main(argv=None):
                         help="wall clock for everything (default 8.5; dry run 1.0): the teacher's training loop gets "
                              "what the text phases and setup leave, less --score-minutes")
     parser.add_argument("--score-minutes", type=float, default=1.3, help="kept back for scoring (dry run: 0.3)")
-    parser.add_argument("--clip", default="train", help="train (default: the v2 text encoder's two phases first, "
-                        "on the device), v2 (toyworld/weights/clip_v2), v1, or a CLIPModel directory")
+    parser.add_argument("--clip", default="v2", help="v2 (default: the shipped toyworld/weights/clip_v2), train "
+                        "(the v2 text encoder's two phases first, on the device, into $OUT/clip_v2), v1, or a "
+                        "CLIPModel directory")
     parser.add_argument("--state", default="/tmp/quickstep_v2", help="folder of the resumable training states")
     parser.add_argument("--skip-train", action="store_true", help="score the weights already in --out only")
     args, extra = parser.parse_known_args(argv)

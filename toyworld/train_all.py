@@ -4,7 +4,7 @@ About three and a half hours on this 2-core CPU machine (VAE 15 min, CLIP 10, UN
 toyworld/weights/* and SHA256SUMS, and the loss curves to toyworld/logs/.
 
 `--phases v2` runs the v2 phases instead (issue 15), on the shipped VAE: the v2 toy CLIP (`toyworld.train_text_v2`,
-two phases, 30 + 22 min on one core or a minute each on a GPU), then the v2 teacher (`toyworld.train_unet --arch v2`, `UNET_V2_PHASES`: a GPU run of a few
+two phases, 30 + 20 min on one core or a minute each on a GPU), then the v2 teacher (`toyworld.train_unet --arch v2`, `UNET_V2_PHASES`: a GPU run of a few
 minutes; `--device cpu` works, but takes days). `--phases all` runs v1 then v2. Phase names select single phases:
 `--phases vae,clip,unet,clip_v2,unet_v2`.
 """

@@ -44,7 +44,7 @@ from .train_clip import preprocess, tokenize
 DEFAULTS = dict(seed=0, steps=20000, batch=64, lr=1e-3, data=12000, threads=1, minutes=30.0, hard=1.0, slots=1.0,
                 text=1.0, tau=0.1, extra=0, init="", device="cpu", save_every=250, eval_every=500, state="/tmp/quickstep_clip_v2_state.safetensors")
 #: phase 2, after phase 1 (with `--init toyworld/weights/clip_v2`): the text losses also on captions outside the grammar
-PHASE2 = ["--extra", "128", "--minutes", "22", "--seed", "1", "--run", "train_text_v2_phase2",
+PHASE2 = ["--extra", "128", "--minutes", "20", "--seed", "1", "--run", "train_text_v2_phase2",
           "--state", "/tmp/quickstep_clip_v2_phase2_state.safetensors"]
 SLOT_SIZES = (len(scenes.CATEGORIES), 3, 3, len(scenes.SHAPES), 1 + len(scenes.COLORS), 1 + len(scenes.SHAPES),
               1 + len(scenes.COLORS))
