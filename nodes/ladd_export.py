@@ -90,12 +90,13 @@ class LADDExport(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, steps=None, batch_size=None, save_every=None, processes=None, filename=None,
+    def validate_inputs(cls, base=None, steps=None, batch_size=None, save_every=None, processes=None, filename=None,
                         save_prefix=None):
-        """`base` is left to ComfyUI's own list check, which also refuses a null (execute checks it again)."""
+        # base is checked here too: the minimum pin skips ComfyUI's own list check for every input of a V3 node
+        # with validate_inputs
         from ..folders import check_name, message
 
-        checked = validation.check(cls, steps=steps, batch_size=batch_size, save_every=save_every,
+        checked = validation.check(cls, base=base, steps=steps, batch_size=batch_size, save_every=save_every,
                                    processes=processes, filename=filename, save_prefix=save_prefix)
         if checked is not True:
             return checked

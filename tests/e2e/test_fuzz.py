@@ -44,6 +44,10 @@ REJECT, EITHER, RUN = "reject", "either", "run"
 PENDING_WRITES = {
     "models/loras/": "LADD Save writes the student LoRA where LoraLoader lists it; core's SaveLoRA writes to output/",
 }
+#: inputs whose valid values depend on another input: the companion values that make a valid value runnable
+COMPANIONS = {
+    ("QuickstepLADDExport", "processes"): lambda n: {"batch_size": n},  # the global batch must divide among them
+}
 #: known findings in nodes this file does not own, for their owners (each must still occur, so the entry is removed
 #: with the fix)
 PENDING_CASES = {
@@ -116,6 +120,12 @@ class Builder:
             "REWARD_MODEL": lambda: self.once("toy_reward", lambda: g.node("QuickstepToyReward")).out(0),
             "REWARD": lambda: g.node("QuickstepRewardStack", reward_1=self.provide("REWARD_MODEL"),
                                      weighting="reno").out(0),
+            # small, so the nodes that consume it are reached within RUN_CAP (a null combo passes validation as a
+            # link would, and only the consumer's execute can refuse it)
+            "LADD_DATASET": lambda: self.once("ladd_data", lambda: g.node(
+                "QuickstepLADDDataset", model=ckpt().out(0), clip=ckpt().out(1), prompts="a red circle", seed=0,
+                images_per_prompt=2, width=64, height=64, steps=2, cfg=2.0, sampler_name="euler", scheduler="normal",
+                folder="quickstep/fuzz_ladd_dataset")).out(0),
         }
 
     def provide(self, io: str, depth: int = 0) -> list:
@@ -286,7 +296,10 @@ def realise(info: dict, case: Case) -> None:
         b.consume(node, case.node_type)
         case.graph, case.node_id = b.g.to_api(), node.id
     else:
-        case.graph, case.node_id = graph_for(info, case.node_type, {case.input: case.value})
+        change = {case.input: case.value}
+        if case.expect == RUN and (case.node_type, case.input) in COMPANIONS:
+            change.update(COMPANIONS[case.node_type, case.input](case.value))
+        case.graph, case.node_id = graph_for(info, case.node_type, change)
 
 
 # -- running them -----------------------------------------------------------------------------------------------------
