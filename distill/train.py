@@ -513,6 +513,10 @@ def main(argv=None) -> int:
         if world.local_rank == 0:  # one message per node (rank 0 on a single node)
             sys.stderr.write(f"[quickstep] error: {e}\n")
             sys.stderr.flush()
+        elif world.size > 1:
+            # every rank hits the same check; an early exit here would make torchrun stop rank 0 before it has
+            # printed the message, so wait for rank 0's exit to end this process group
+            time.sleep(60)
         return EXIT_SETUP
     return train(prepared, world, device, log)
 

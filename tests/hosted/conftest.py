@@ -23,3 +23,14 @@ def tiny():
         return cache[family]
 
     return get
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: one torch thread is as fast, and does not thrash a machine shared with other jobs."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -16,20 +16,14 @@ from quickstep.distill import features, lora
 from quickstep.distill import state as st
 from quickstep.distill import step as sp
 from quickstep.nodes import ladd as ladd_nodes
-from quickstep.nodes.turbo import make_sampler, make_sigmas
 from quickstep.samplers import differentiable as diff
+from quickstep.samplers.ksampler import make_sampler, make_sigmas
 
 FAMILIES = ["sd1", "sd2v", "sdxl", "sd3", "flux"]
 PROMPTS = ["a red circle", "a blue square"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one torch thread is as fast, and does not thrash a machine shared with other jobs."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

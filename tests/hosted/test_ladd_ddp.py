@@ -39,12 +39,7 @@ NULL_GRADIENT = ("input_blocks.1.0.emb_layers.1.up", "output_blocks.4.0.emb_laye
                  "output_blocks.5.0.emb_layers.1.up")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
