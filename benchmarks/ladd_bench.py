@@ -28,7 +28,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "benchmarks")]
+
+from device_real_size import counting_rows  # noqa: E402
 
 import harness  # noqa: E402
 
@@ -126,21 +128,6 @@ def _toy_batch(batch: int, seed: int = 0):
     return latents, cond, pooled
 
 
-def _count_rows() -> list[int]:
-    """Record the batch size of every diffusion-model call (to report rows per step)."""
-    import comfy.model_base
-
-    rows: list[int] = []
-    original = comfy.model_base.BaseModel._apply_model
-
-    def counted(self, x, *args, **kwargs):
-        rows.append(int(x.shape[0]))
-        return original(self, x, *args, **kwargs)
-
-    comfy.model_base.BaseModel._apply_model = counted
-    return rows
-
-
 def _import_both() -> None:
     """Import what either method uses before the baseline is read, in both children alike: core's trainer module
     brings in ComfyUI's samplers (and scipy) at import, LADD brings them in lazily on its first step; counted in one
@@ -160,14 +147,13 @@ def child_ladd(steps: int, batch: int, track: bool = False) -> dict:
     from quickstep.distill import lora, state, step
     from quickstep.toyworld import models
 
-    with torch.inference_mode():
+    with torch.inference_mode(), counting_rows() as rows:
         model = models.load_unet()
         latents, cond, pooled = _toy_batch(batch)
         data = ds.Dataset(latents, cond, pooled, [""] * batch, {}, "memory")
         cfg = step.Config(rank=RANK, bf16=False, gradient_checkpointing=True)
         params = lora.init_params(lora.target_modules(model), RANK, torch.Generator().manual_seed(0))
         run = state.State(model=model, config=cfg, identity={}, lora=params)
-        rows = _count_rows()
         _import_both()
         base = _rss("VmRSS")
         _reset_peak()
@@ -187,11 +173,10 @@ def child_core(steps: int, batch: int, track: bool = False) -> dict:
 
     from quickstep.toyworld import models
 
-    with torch.inference_mode():
+    with torch.inference_mode(), counting_rows() as rows:
         model = models.load_unet()
         latents, cond, pooled = _toy_batch(batch)
         positive = [[[cond[i:i + 1], {"pooled_output": pooled[i:i + 1]}]] for i in range(batch)]
-        rows = _count_rows()
         _import_both()
         base = _rss("VmRSS")
         _reset_peak()
@@ -238,13 +223,16 @@ def cost_rows(batches: list[int], short: int, long: int) -> list[str]:
     return lines
 
 
-def quality_rows(images: int) -> list[str]:
+def quality_rows(images: int, arch: str = "v1", teacher_file: str = "", student_file: str = "") -> list[str]:
     import torch
 
     from quickstep.toyworld import evaluate, generate, models, scenes
 
-    teacher, student = models.load_unet(), models.load_student()
-    clip, vae = models.load_clip(), models.load_vae()
+    # v2: the v2 teacher with its text encoder; the files may come from training runs' --out, not shipped yet
+    teacher_path = Path(teacher_file) if teacher_file else None
+    teacher = models.load_unet_v2(teacher_path) if arch == "v2" else models.load_unet(teacher_path)
+    student = models.load_student(Path(student_file) if student_file else None, arch, teacher_path)
+    clip, vae = models.load_clip_v2() if arch == "v2" else models.load_clip(), models.load_vae()
     prompts = scenes.heldout_prompts()
     rows = []
 
@@ -286,6 +274,10 @@ def main(argv=None):
     parser.add_argument("--child", choices=["core", "ladd"], default=None, help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--track-tensors", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--teacher", choices=["v1", "v2"], default="v1", help="quality rows: the toy teacher (v2: "
+                        "the v2 teacher with its text encoder and student_v2_lora)")
+    parser.add_argument("--teacher-file", default="", help="quality rows: teacher weights instead of the shipped ones")
+    parser.add_argument("--student-file", default="", help="quality rows: student LoRA instead of the shipped one")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "ladd.md"))
     args = parser.parse_args(argv)
     import torch
@@ -301,7 +293,8 @@ def main(argv=None):
         from quickstep.toyworld import scenes
 
         sections += [f"## Toy student quality ({len(scenes.heldout_prompts())} held-out prompts x {args.images} "
-                     "images)", "", *quality_rows(args.images), ""]
+                     "images{', v2 teacher' if args.teacher == 'v2' else ''})", "",
+                     *quality_rows(args.images, args.teacher, args.teacher_file, args.student_file), ""]
     if args.skip != "cost":
         sections += ["## Step cost on the toy UNet (16x16x4 latents, fp32, checkpointing on)", "",
                      *cost_rows([int(b) for b in args.batches.split(",")], args.short, args.long), "",

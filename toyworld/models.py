@@ -19,6 +19,7 @@ WEIGHTS = Path(__file__).resolve().parent / "weights"
 HASHES = WEIGHTS / "SHA256SUMS"
 UNET_FILE, VAE_FILE, CLIP_DIR = "unet.safetensors", "vae.safetensors", "clip"
 STUDENT_FILE = "student_lora.safetensors"  # LADD LoRA on the teacher (toyworld/train_student.py)
+STUDENT_V2_FILE = "student_v2_lora.safetensors"  # the same on the v2 teacher (train_student.py --teacher v2)
 
 #: SD1-style UNet on 16x16x4 latents (64x64 images), 1.7M parameters; context 32 = the CLIP text width. No attention
 #: at the 16x16 level (as SDXL skips its top level): cross-attention at 8x8 and 4x4 places objects at half the cost.
@@ -166,13 +167,15 @@ def _load_unet_v2_again(path, disable_dynamic=False):
     return load_unet_v2(Path(path) if path else None)
 
 
-def load_student(path: Path | None = None):
-    """MODEL of the 1-4 step LADD student: the teacher plus the shipped LoRA, applied the way core's
-    LoraLoaderModelOnly applies it (`comfy.sd.load_lora_for_models`)."""
+def load_student(path: Path | None = None, arch: str = "v1", teacher: Path | None = None):
+    """MODEL of the 1-4 step LADD student: the `arch` teacher (shipped, or the weights file `teacher`) plus the
+    shipped LoRA (or `path`), applied the way core's LoraLoaderModelOnly applies it (`comfy.sd.load_lora_for_models`)."""
     import comfy.sd
 
-    lora = _load_safetensors(path or checked(STUDENT_FILE))
-    model, _ = comfy.sd.load_lora_for_models(load_unet(), None, lora, 1.0, 0.0)
+    unet_config(arch)  # a clear error for an unknown arch
+    lora = _load_safetensors(path or checked(STUDENT_V2_FILE if arch == "v2" else STUDENT_FILE))
+    base = load_unet_v2(teacher) if arch == "v2" else load_unet(teacher)
+    model, _ = comfy.sd.load_lora_for_models(base, None, lora, 1.0, 0.0)
     return model
 
 

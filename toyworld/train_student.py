@@ -10,6 +10,9 @@
    A rerun with e.g. `--steps 3600 --phase "lr_g=1e-4,lr_d=1e-4,ema=0.999"` (learning rates, EMA, re-noise, R1, ...)
    continues the saved run in a new phase with those settings; the state then keeps them, so later resumes are exact
    again.
+`--teacher v2` distils the v2 teacher (toyworld/weights/unet_v2.safetensors, or `--teacher-file` a training run's
+output) with its text encoder (clip_v2) into student_v2_lora.safetensors; its default `--data` folder is the v1 one + `_v2`.
+
 3. The LoRA (EMA weights) goes to toyworld/weights/student_lora.safetensors in core's LoRA format, and its SHA-256 into
    SHA256SUMS. The loss curve goes to toyworld/logs/train_student.jsonl (each invocation writes its own; the
    committed file joins those of the shipped run, a note on top).
@@ -24,7 +27,7 @@ from ._train import setup
 
 DEFAULTS = dict(threads=1, seed=0, per_prompt=16, data="/tmp/quickstep_toy_ladd", minutes=0.0, steps=2400,
                 batch=8, rank=16, lr_g=5e-4, lr_d=5e-4, ema=0.99, warmup=100, g_every=1, loss="hinge",
-                save_every=100, log_every=10, phase="")
+                save_every=100, log_every=10, phase="", teacher="v1", teacher_file="")
 
 
 def phase_overrides(text: str) -> dict:
@@ -56,8 +59,15 @@ def main(argv=None):
     from quickstep.distill import lora, state, step
     from quickstep.toyworld import models, scenes
 
-    data_dir = Path(args.data)
-    teacher, clip = models.load_unet(), models.load_clip()
+    if args.teacher not in models.ARCHS:
+        raise SystemExit(f"--teacher must be one of {models.ARCHS}; got {args.teacher!r}")
+    v2 = args.teacher == "v2"
+    if v2:  # the v2 teacher with its text encoder; --teacher-file: weights not shipped yet (a training run's --out)
+        teacher = models.load_unet_v2(Path(args.teacher_file) if args.teacher_file else None)
+        clip = models.load_clip_v2()
+    else:
+        teacher, clip = models.load_unet(), models.load_clip()
+    data_dir = Path(args.data + ("_v2" if v2 and args.data == DEFAULTS["data"] else ""))
     prompts = [p.text for p in scenes.train_prompts()]
     t0 = time.time()
     with torch.no_grad():
@@ -109,11 +119,13 @@ def main(argv=None):
     final = state.State.of(trainer, run.identity, history)
     state.save(final, state_file)
     out_dir = Path(args.out) if args.out else models.WEIGHTS
-    target = out_dir / models.STUDENT_FILE
+    name = models.STUDENT_V2_FILE if v2 else models.STUDENT_FILE
+    target = out_dir / name
     state.atomic_save(lora.to_comfy_lora(final.student_lora(), final.config.lora_alpha), target,
-                      {"quickstep": f"LADD toy student, step {final.step}, grid {final.config.grid_steps}"})
+                      {"quickstep": f"LADD toy student ({args.teacher} teacher), step {final.step}, "
+                                    f"grid {final.config.grid_steps}"})
     if not args.out:
-        models.record_hash(models.STUDENT_FILE)
+        models.record_hash(name)
     curve.log(event="done", step=final.step, file=str(target), seconds=round(time.time() - start))
 
 

@@ -142,3 +142,40 @@ def test_v2_clip_format_loads_in_comfy_as_in_transformers(tmp_path):
     assert torch.allclose(out.last_hidden_state, cond, atol=1e-2)  # as the v1 test: ComfyUI computes attention its own way
     assert torch.allclose(out.pooler_output, pooled, atol=1e-2)  # as the v1 test: ComfyUI computes attention its own way
     assert np.isfinite(cond.numpy()).all()
+
+
+def test_v2_student_loads_a_lora_on_the_v2_teacher_through_core(tmp_path):
+    """`models.load_student(arch="v2")` (what train_student.py --teacher v2 ships and ladd_bench --teacher v2 scores):
+    the v2 teacher from a file plus a LoRA in core's format, applied by core's loader. A LoRA with a nonzero up matrix
+    on one attention layer changes the output; the same LoRA with up = 0 gives the teacher's output bitwise."""
+    import comfy.model_management
+    import safetensors.torch
+
+    from quickstep.distill import lora
+
+    torch.manual_seed(0)
+    model = models.build_unet_model("v2")
+    _train.init_(model.diffusion_model)
+    teacher_file = tmp_path / models.UNET_V2_FILE
+    safetensors.torch.save_file({k: v.contiguous() for k, v in model.diffusion_model.state_dict().items()},
+                                str(teacher_file))
+    teacher = models.load_unet_v2(teacher_file)
+    params = lora.init_params(lora.target_modules(teacher), 4, torch.Generator().manual_seed(0))
+    key = next(k for k in lora.module_keys(params) if "attn2.to_q" in k)
+    x = torch.randn(1, 4, models.LATENT, models.LATENT)
+    ctx = torch.randn(1, models.MAX_LEN, 32)
+
+    def out(mp):
+        comfy.model_management.load_models_gpu([mp])
+        with torch.no_grad():
+            return mp.model.apply_model(x, torch.tensor([3.0]), c_crossattn=ctx)
+
+    reference = out(teacher)
+    for up, same in ((0.0, True), (0.5, False)):
+        params[f"{key}.up"] = torch.full_like(params[f"{key}.up"], up)
+        lora_file = tmp_path / f"lora_{up}.safetensors"
+        safetensors.torch.save_file(lora.to_comfy_lora(params, 4.0), str(lora_file))
+        student = models.load_student(lora_file, arch="v2", teacher=teacher_file)
+        assert torch.equal(out(student), reference) is same, up
+    with pytest.raises(ValueError, match="arch"):
+        models.load_student(lora_file, arch="v3")
