@@ -1,6 +1,6 @@
 """LADD: quality of the shipped toy student, and the cost of a LADD step against core's TrainLoraNode, in one run.
 
-    ~/.cache/quickstep/venv/bin/python benchmarks/ladd_bench.py     # writes benchmarks/results/ladd.md (~5 min, CPU)
+    ~/.cache/quickstep/venv/bin/python benchmarks/ladd_bench.py     # writes benchmarks/results/ladd.md (~20 min on a CPU; quality ~16)
 
 Quality: toy-GenEval (toyworld/evaluate.py, an analytic detector, never a reward) on the held-out prompts, `--images`
 fixed seeds each: the student (toyworld/weights/student_lora.safetensors through core's LoRA loader) at 1, 2 and 4
@@ -263,14 +263,47 @@ def quality_rows(images: int, arch: str = "v1", teacher_file: str = "", student_
     return lines
 
 
+def spread_rows(images: int, sets: int, arch: str = "v1", teacher_file: str = "", student_file: str = "") -> list[str]:
+    """The student at 1, 2 and 4 steps on `sets` disjoint seed sets of `images` each (seed base + prompt index, bases
+    1000, 7000, ...): how far one set's overall score is from another's."""
+    import torch
+
+    from quickstep.toyworld import evaluate, generate, models, scenes
+
+    teacher_path = Path(teacher_file) if teacher_file else None
+    student = models.load_student(Path(student_file) if student_file else None, arch, teacher_path)
+    clip, vae = models.load_clip_v2() if arch == "v2" else models.load_clip(), models.load_vae()
+    prompts = scenes.heldout_prompts()
+    bases = [1000 + 6000 * k for k in range(sets)]
+    lines = ["| student | steps | " + " | ".join(f"seeds {b}+i" for b in bases) + " | mean |",
+             "|---|---|" + "---|" * len(bases) + "---|"]
+    for steps in (1, 2, 4):
+        scores = []
+        for base in bases:
+            results = []
+            with torch.no_grad():
+                for i, p in enumerate(prompts):
+                    imgs = generate.sample(student, clip, vae, p.text, seed=base + i, batch=images, steps=steps,
+                                           cfg=1.0, schedule="turbo")
+                    results += [evaluate.score(img, p) for img in imgs]
+            scores.append(evaluate.summarize(results)["overall"])
+        lines.append(f"| {Path(student_file).name if student_file else 'shipped'} | {steps} | "
+                     + " | ".join(f"{v:.3f}" for v in scores) + f" | **{sum(scores) / len(scores):.3f}** |")
+        print(lines[-1], flush=True)
+    return lines
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=8, help="images per held-out prompt")
+    parser.add_argument("--images", type=int, default=32, help="images per held-out prompt (8 images of one seed "
+                        "set spread by +-0.07 in overall score from set to set at one step; 32 by about half that)")
     parser.add_argument("--batches", default="1,8", help="batch sizes of the cost rows")
     parser.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--short", type=int, default=5, help="steps of the short cost run")
     parser.add_argument("--long", type=int, default=45, help="steps of the long cost run")
     parser.add_argument("--skip", choices=["quality", "cost"], default=None)
+    parser.add_argument("--spread", type=int, default=0, metavar="SETS", help="instead: the student's scores on SETS "
+                        "seed sets of --images each (e.g. --spread 4 --images 8), to see one set's noise")
     parser.add_argument("--child", choices=["core", "ladd"], default=None, help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--track-tensors", action="store_true", help=argparse.SUPPRESS)
@@ -278,7 +311,7 @@ def main(argv=None):
                         "the v2 teacher with its text encoder and student_v2_lora)")
     parser.add_argument("--teacher-file", default="", help="quality rows: teacher weights instead of the shipped ones")
     parser.add_argument("--student-file", default="", help="quality rows: student LoRA instead of the shipped one")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "ladd.md"))
+    parser.add_argument("--out", default="", help="default benchmarks/results/ladd.md (with --spread ladd_spread.md)")
     args = parser.parse_args(argv)
     import torch
 
@@ -287,13 +320,21 @@ def main(argv=None):
     if args.child:
         print(json.dumps((child_core if args.child == "core" else child_ladd)(args.steps, args.batch, args.track_tensors)))
         return
+    args.out = args.out or str(ROOT / "benchmarks" / "results" / ("ladd_spread.md" if args.spread else "ladd.md"))
+    if args.spread:
+        text = "\n".join([f"# LADD student: {args.spread} seed sets x {args.images} images, 31 held-out prompts", "",
+                          *spread_rows(args.images, args.spread, args.teacher, args.teacher_file, args.student_file),
+                          ""])
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
+        return
     sections = ["# LADD", "", "Command: `~/.cache/quickstep/venv/bin/python benchmarks/ladd_bench.py` (CPU, one torch "
                 "thread).", ""]
     if args.skip != "quality":
         from quickstep.toyworld import scenes
 
         sections += [f"## Toy student quality ({len(scenes.heldout_prompts())} held-out prompts x {args.images} "
-                     "images{', v2 teacher' if args.teacher == 'v2' else ''})", "",
+                     f"images{', v2 teacher' if args.teacher == 'v2' else ''})", "",
                      *quality_rows(args.images, args.teacher, args.teacher_file, args.student_file), ""]
     if args.skip != "cost":
         sections += ["## Step cost on the toy UNet (16x16x4 latents, fp32, checkpointing on)", "",
