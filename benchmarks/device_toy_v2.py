@@ -171,7 +171,7 @@ def score(weights: Path, clip_name: str, size: dict) -> list[tuple[str, dict]]:
 
 
 def write(out: Path, rows, cost: dict, size: dict, args, text_table: str = "", title: str = "device run",
-          name: str = "toy_v2_results") -> None:
+          stem: str = "toy_v2_results") -> None:
     from toyworld import scenes
 
     cats = list(scenes.CATEGORIES)
@@ -188,8 +188,8 @@ def write(out: Path, rows, cost: dict, size: dict, args, text_table: str = "", t
     lines += ["", "Training cost: " + ", ".join(f"{k} {v}" for k, v in cost.items()) + ".", ""]
     text = "\n".join(lines)
     print(text, flush=True)
-    (out / f"{name}.md").write_text(f"# Toy world v2 teacher ({title})\n\n" + text + "\n" + text_table)
-    (out / f"{name}.json").write_text(json.dumps({"rows": rows, "cost": cost, "size": size}, indent=1))
+    (out / f"{stem}.md").write_text(f"# Toy world v2 teacher ({title})\n\n" + text + "\n" + text_table)
+    (out / f"{stem}.json").write_text(json.dumps({"rows": rows, "cost": cost, "size": size}, indent=1))
 
 
 if __name__ == "__main__":

@@ -36,7 +36,8 @@ def training_cost(curve: Path) -> dict:
             "batch": config.get("batch"), "samples": steps * (config.get("batch") or 0),
             "scenes": config.get("data"), "lr": config.get("lr"),
             "teacher_loop_minutes": round(last.get("seconds", 0) / 60, 1),
-            "steps_per_s": rate.get("steps_per_s"), "finished": bool(done)}
+            "steps_per_s": rate.get("steps_per_s"), "cosine_schedule_steps": last.get("total", rate.get("steps")),
+            "finished": bool(done)}
 
 
 def main(argv=None):
@@ -61,7 +62,7 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     device_toy_v2.write(out, rows, cost, size, SimpleNamespace(dry_run=False), title="CPU",
-                        name="toy_teacher_v2")
+                        stem="toy_teacher_v2")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ log = logging.getLogger("quickstep")
 CATEGORY = "quickstep/toy"
 RewardModel = io.Custom("REWARD_MODEL")
 _EXAMPLE = "a photo of a red circle and a blue square"
+#: the toy diffusion models, by the name QuickstepToyCheckpoint's `model` input shows
+TOY_MODELS = ("teacher", "student", "teacher_v2")
 MAX_PROMPT = 200  # the longest toy-grammar prompt is under 70 characters
 
 
@@ -34,10 +36,13 @@ class ToyCheckpoint(io.ComfyNode):
                         "EmptyLatentImage 128x128 (core makes a 16x16 latent; the toy VAE decodes it 4x to a "
                         "64x64 image) and prompts like '" + _EXAMPLE + "'.",
             inputs=[
-                io.Combo.Input("model", options=["teacher", "student"], default="teacher",
+                io.Combo.Input("model", options=list(TOY_MODELS), default="teacher",
                                tooltip="Which toy diffusion model to load. teacher: the 25-step SD1-style UNet "
                                        "trained with caption dropout (use CFG ~3-5). student: the teacher plus the "
-                                       "shipped LADD LoRA, a 1-4 step model (Turbo sampler, CFG 1)."),
+                                       "shipped LADD LoRA, a 1-4 step model (Turbo sampler, CFG 1). teacher_v2: the "
+                                       "v2 teacher (cross-attention at every level) with its own CLIP, trained to "
+                                       "bind colours, counts and relations (CFG ~3-5; still in training, see the "
+                                       "README)."),
             ],
             outputs=[
                 io.Model.Output(display_name="MODEL", tooltip="The toy UNet (SD1 eps-prediction schedule)."),
@@ -51,6 +56,8 @@ class ToyCheckpoint(io.ComfyNode):
         validation.require(cls, model=model)
         from ..toyworld import models
 
+        if model == "teacher_v2":
+            return io.NodeOutput(models.load_unet_v2(), models.load_clip_v2(), models.load_vae())
         unet = models.load_student() if model == "student" else models.load_unet()
         return io.NodeOutput(unet, models.load_clip(), models.load_vae())
 

@@ -179,3 +179,25 @@ def test_v2_student_loads_a_lora_on_the_v2_teacher_through_core(tmp_path):
         assert torch.equal(out(student), reference) is same, up
     with pytest.raises(ValueError, match="arch"):
         models.load_student(lora_file, arch="v3")
+
+
+def test_toy_checkpoint_offers_the_v2_teacher_with_its_text_encoder():
+    import comfy.sample
+
+    from quickstep.nodes.toy import TOY_MODELS, ToyCheckpoint
+
+    assert "teacher_v2" in TOY_MODELS
+    with torch.inference_mode():
+        model, clip, vae = ToyCheckpoint.execute("teacher_v2").result
+        count = [len(_transformers(models.build_unet_model(a).diffusion_model)) for a in ("v1", "v2")]
+        assert len(_transformers(model.model.diffusion_model)) == count[1] > count[0]  # the v2 architecture
+        text = "a photo of a red circle left of a blue square"
+        cond = clip.encode_from_tokens_scheduled(clip.tokenize(text))
+        own = models.load_clip_v2().encode_from_tokens_scheduled(models.load_clip_v2().tokenize(text))
+        assert torch.equal(cond[0][0], own[0][0])  # the v2 CLIP, not the v1 one
+        latent = torch.zeros(1, 4, models.LATENT, models.LATENT)
+        out = comfy.sample.sample(model, comfy.sample.prepare_noise(latent, 0), 4, 4.0, "euler", "normal", cond,
+                                  clip.encode_from_tokens_scheduled(clip.tokenize("")), latent, seed=0,
+                                  disable_pbar=True)
+        image = vae.decode(out)
+    assert image.shape[-3:] == (64, 64, 3) and torch.isfinite(image).all()
