@@ -223,28 +223,42 @@ def cost_rows(batches: list[int], short: int, long: int) -> list[str]:
     return lines
 
 
-def quality_rows(images: int, arch: str = "v1", teacher_file: str = "", student_file: str = "") -> list[str]:
-    import torch
+def _toy_models(arch: str, teacher_file: str, student_file: str):
+    """(teacher, student, clip, vae) of the toy world; v2: the v2 teacher with its text encoder. The files may come
+    from training runs' --out, not shipped yet."""
+    from quickstep.toyworld import models
 
-    from quickstep.toyworld import evaluate, generate, models, scenes
-
-    # v2: the v2 teacher with its text encoder; the files may come from training runs' --out, not shipped yet
     teacher_path = Path(teacher_file) if teacher_file else None
     teacher = models.load_unet_v2(teacher_path) if arch == "v2" else models.load_unet(teacher_path)
     student = models.load_student(Path(student_file) if student_file else None, arch, teacher_path)
-    clip, vae = models.load_clip_v2() if arch == "v2" else models.load_clip(), models.load_vae()
-    prompts = scenes.heldout_prompts()
+    clip = models.load_clip_v2() if arch == "v2" else models.load_clip()
+    return teacher, student, clip, models.load_vae()
+
+
+def _heldout_score(model, clip, vae, images: int, steps: int, cfg: float, schedule: str, base: int = 1000) -> dict:
+    """Toy-GenEval summary over the held-out prompts, `images` each from seed base + prompt index."""
+    import torch
+
+    from quickstep.toyworld import evaluate, generate, scenes
+
+    results = []
+    with torch.no_grad():
+        for i, p in enumerate(scenes.heldout_prompts()):
+            imgs = generate.sample(model, clip, vae, p.text, seed=base + i, batch=images, steps=steps, cfg=cfg,
+                                   schedule=schedule)
+            results += [evaluate.score(img, p) for img in imgs]
+    return evaluate.summarize(results)
+
+
+def quality_rows(images: int, arch: str = "v1", teacher_file: str = "", student_file: str = "") -> list[str]:
+    from quickstep.toyworld import scenes
+
+    teacher, student, clip, vae = _toy_models(arch, teacher_file, student_file)
     rows = []
 
     def row(name, model, steps, cfg, schedule):
         t0 = time.time()
-        results = []
-        with torch.no_grad():
-            for i, p in enumerate(prompts):
-                imgs = generate.sample(model, clip, vae, p.text, seed=1000 + i, batch=images, steps=steps, cfg=cfg,
-                                       schedule=schedule)
-                results += [evaluate.score(img, p) for img in imgs]
-        s = evaluate.summarize(results)
+        s = _heldout_score(model, clip, vae, images, steps, cfg, schedule)
         rows.append((name, steps, cfg, s, time.time() - t0))
         print(f"{name} {steps}: {s['overall']:.3f}", flush=True)
 
@@ -266,27 +280,12 @@ def quality_rows(images: int, arch: str = "v1", teacher_file: str = "", student_
 def spread_rows(images: int, sets: int, arch: str = "v1", teacher_file: str = "", student_file: str = "") -> list[str]:
     """The student at 1, 2 and 4 steps on `sets` disjoint seed sets of `images` each (seed base + prompt index, bases
     1000, 7000, ...): how far one set's overall score is from another's."""
-    import torch
-
-    from quickstep.toyworld import evaluate, generate, models, scenes
-
-    teacher_path = Path(teacher_file) if teacher_file else None
-    student = models.load_student(Path(student_file) if student_file else None, arch, teacher_path)
-    clip, vae = models.load_clip_v2() if arch == "v2" else models.load_clip(), models.load_vae()
-    prompts = scenes.heldout_prompts()
+    _, student, clip, vae = _toy_models(arch, teacher_file, student_file)
     bases = [1000 + 6000 * k for k in range(sets)]
     lines = ["| student | steps | " + " | ".join(f"seeds {b}+i" for b in bases) + " | mean |",
              "|---|---|" + "---|" * len(bases) + "---|"]
     for steps in (1, 2, 4):
-        scores = []
-        for base in bases:
-            results = []
-            with torch.no_grad():
-                for i, p in enumerate(prompts):
-                    imgs = generate.sample(student, clip, vae, p.text, seed=base + i, batch=images, steps=steps,
-                                           cfg=1.0, schedule="turbo")
-                    results += [evaluate.score(img, p) for img in imgs]
-            scores.append(evaluate.summarize(results)["overall"])
+        scores = [_heldout_score(student, clip, vae, images, steps, 1.0, "turbo", base)["overall"] for base in bases]
         lines.append(f"| {Path(student_file).name if student_file else 'shipped'} | {steps} | "
                      + " | ".join(f"{v:.3f}" for v in scores) + f" | **{sum(scores) / len(scores):.3f}** |")
         print(lines[-1], flush=True)
@@ -295,8 +294,8 @@ def spread_rows(images: int, sets: int, arch: str = "v1", teacher_file: str = ""
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=32, help="images per held-out prompt (8 images of one seed "
-                        "set spread by +-0.07 in overall score from set to set at one step; 32 by about half that)")
+    parser.add_argument("--images", type=int, default=32, help="images per held-out prompt (at 8, one seed set's "
+                        "1-step overall score spread by +-0.07 from set to set: benchmarks/results/ladd_spread.md)")
     parser.add_argument("--batches", default="1,8", help="batch sizes of the cost rows")
     parser.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--short", type=int, default=5, help="steps of the short cost run")

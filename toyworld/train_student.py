@@ -10,12 +10,13 @@
    A rerun with e.g. `--steps 3600 --phase "lr_g=1e-4,lr_d=1e-4,ema=0.999"` (learning rates, EMA, re-noise, R1, ...)
    continues the saved run in a new phase with those settings; the state then keeps them, so later resumes are exact
    again.
-`--teacher v2` distils the v2 teacher (toyworld/weights/unet_v2.safetensors, or `--teacher-file` a training run's
-output) with its text encoder (clip_v2) into student_v2_lora.safetensors; its default `--data` folder is the v1 one + `_v2`.
-
 3. The LoRA (EMA weights) goes to toyworld/weights/student_lora.safetensors in core's LoRA format, and its SHA-256 into
    SHA256SUMS. The loss curve goes to toyworld/logs/train_student.jsonl (each invocation writes its own; the
    committed file joins those of the shipped run, a note on top).
+
+`--teacher v2` distils the v2 teacher (toyworld/weights/unet_v2.safetensors, or `--teacher-file` a training run's
+output) with its text encoder (clip_v2) into student_v2_lora.safetensors; its default `--data` folder is the v1 one
++ `_v2`.
 """
 
 from __future__ import annotations
