@@ -28,8 +28,9 @@ def training_cost(curve: Path) -> dict:
     events = [json.loads(line) for line in curve.read_text().splitlines() if line.strip()]
     config = next((e for e in events if e.get("event") == "config"), {})
     done = [e for e in events if e.get("event") == "done"]
-    last = done[-1] if done else max((e for e in events if "step" in e and "loss" in e), key=lambda e: e["step"],
-                                     default={})
+    logged = max((e for e in events if "step" in e and "loss" in e), key=lambda e: e["step"], default={})
+    # a resumed run's curve holds each invocation's lines; a stopped one ends on a logged step, not on "done"
+    last = done[-1] if done and done[-1].get("steps", 0) >= logged.get("step", 0) else logged
     steps = last.get("steps", last.get("step", 0))
     rate = next((e for e in events if e.get("event") == "schedule"), {})
     return {"device": config.get("device", "?"), "threads": config.get("threads"), "teacher_steps": steps,
@@ -37,7 +38,7 @@ def training_cost(curve: Path) -> dict:
             "scenes": config.get("data"), "lr": config.get("lr"),
             "teacher_loop_minutes": round(last.get("seconds", 0) / 60, 1),
             "steps_per_s": rate.get("steps_per_s"), "cosine_schedule_steps": last.get("total", rate.get("steps")),
-            "finished": bool(done)}
+            "finished": last is not logged}
 
 
 def main(argv=None):
