@@ -229,10 +229,9 @@ def _toy_models(arch: str, teacher_file: str, student_file: str):
     from quickstep.toyworld import models
 
     teacher_path = Path(teacher_file) if teacher_file else None
-    teacher = models.load_unet_v2(teacher_path) if arch == "v2" else models.load_unet(teacher_path)
     student = models.load_student(Path(student_file) if student_file else None, arch, teacher_path)
-    clip = models.load_clip_v2() if arch == "v2" else models.load_clip()
-    return teacher, student, clip, models.load_vae()
+    return (models.load_teacher_unet(arch, teacher_path), student, models.load_text_encoder(arch),
+            models.load_vae())
 
 
 def _heldout_score(model, clip, vae, images: int, steps: int, cfg: float, schedule: str, base: int = 1000) -> dict:
@@ -321,7 +320,10 @@ def main(argv=None):
         return
     args.out = args.out or str(ROOT / "benchmarks" / "results" / ("ladd_spread.md" if args.spread else "ladd.md"))
     if args.spread:
-        text = "\n".join([f"# LADD student: {args.spread} seed sets x {args.images} images, 31 held-out prompts", "",
+        from quickstep.toyworld import scenes
+
+        text = "\n".join([f"# LADD student: {args.spread} seed sets x {args.images} images, "
+                          f"{len(scenes.heldout_prompts())} held-out prompts", "",
                           *spread_rows(args.images, args.spread, args.teacher, args.teacher_file, args.student_file),
                           ""])
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,8 @@
 The held-out split (toyworld/scenes.py, seed 5) leaves "two triangles" and "three circles" out, so in training each
 of those nouns comes with one number only (triangles: three; circles: two) and only squares with both. A teacher
 that reads the number from the noun draws three triangles for "two triangles"; this table shows whether it does.
-Same sampling as the toy-GenEval tables: KSampler euler/normal 25 steps, CFG 4, seeds 1000 + i.
+KSampler euler/normal 25 steps, CFG 4 as in the toy-GenEval tables; the batch's noise from seed 1000 for every
+prompt (the same noise under each prompt, so only the prompt differs).
 """
 
 from __future__ import annotations
@@ -37,11 +38,10 @@ def count_rows(model, clip, vae, images: int) -> list[str]:
         with torch.no_grad():
             imgs = generate.sample(model, clip, vae, p.text, seed=1000, batch=images, steps=25, cfg=4.0)
         shape = p.objects[0].shape
-        counts = collections.Counter(sum(d.shape == shape for d in evaluate.score(im, p).detections) for im in imgs)
+        counts = collections.Counter(sum(d.shape == shape for d in evaluate.detect(im)) for im in imgs)
         hist = ", ".join(f"{n}: {counts[n]}" for n in sorted(counts))
-        ok = counts[p.count]
         lines.append(f"| {p.text} | {'held-out' if p.text in held else 'training'} | "
-                     f"{', '.join(sorted(seen[shape])) or '-'} | {hist} | {ok}/{images} |")
+                     f"{', '.join(sorted(seen[shape])) or '-'} | {hist} | {counts[p.count]}/{images} |")
         print(lines[-1], flush=True)
     return lines
 
@@ -64,10 +64,8 @@ def main(argv=None):
     harness.register_pack()
     from quickstep.toyworld import models
 
-    path = Path(args.weights) if args.weights else None
-    model = models.load_unet_v2(path) if args.arch == "v2" else models.load_unet(path)
-    clip = models.load_clip_v2() if args.arch == "v2" else models.load_clip()
-    rows = count_rows(model, clip, models.load_vae(), args.images)
+    model = models.load_teacher_unet(args.arch, Path(args.weights) if args.weights else None)
+    rows = count_rows(model, models.load_text_encoder(args.arch), models.load_vae(), args.images)
     name = Path(args.weights).name if args.weights else f"shipped {args.arch}"
     text = "\n".join([f"# Toy teacher counting ({name}, {args.images} images per prompt)", "",
                       "Command: `~/.cache/quickstep/venv/bin/python benchmarks/toy_counting.py`"

@@ -167,6 +167,12 @@ def _load_unet_v2_again(path, disable_dynamic=False):
     return load_unet_v2(Path(path) if path else None)
 
 
+def load_teacher_unet(arch: str = "v1", path: Path | None = None):
+    """MODEL of the `arch` toy teacher (v1 or v2), from the weights file `path` or the shipped one."""
+    unet_config(arch)  # a clear error for an unknown arch
+    return load_unet_v2(path) if arch == "v2" else load_unet(path)
+
+
 def load_student(path: Path | None = None, arch: str = "v1", teacher: Path | None = None):
     """MODEL of the 1-4 step LADD student: the `arch` teacher (shipped, or the weights file `teacher`) plus the
     shipped LoRA (or `path`), applied the way core's LoraLoaderModelOnly applies it (`comfy.sd.load_lora_for_models`)."""
@@ -174,7 +180,7 @@ def load_student(path: Path | None = None, arch: str = "v1", teacher: Path | Non
 
     unet_config(arch)  # a clear error for an unknown arch
     lora = _load_safetensors(path or checked(STUDENT_V2_FILE if arch == "v2" else STUDENT_FILE))
-    base = load_unet_v2(teacher) if arch == "v2" else load_unet(teacher)
+    base = load_teacher_unet(arch, teacher)
     model, _ = comfy.sd.load_lora_for_models(base, None, lora, 1.0, 0.0)
     return model
 
@@ -249,6 +255,12 @@ def clip_v2_dir() -> Path:
 def load_clip_v2(directory: Path | None = None):
     """CLIP (ComfyUI) with the v2 toy text tower (toyworld/train_text_v2.py; the v2 teacher's text encoder)."""
     return load_clip(Path(directory) if directory else clip_v2_dir(), text_config=CLIP_TEXT_V2)
+
+
+def load_text_encoder(arch: str = "v1"):
+    """CLIP of the `arch` toy teacher: the toy CLIP for v1, the v2 text tower for v2."""
+    unet_config(arch)
+    return load_clip_v2() if arch == "v2" else load_clip()
 
 
 def config_summary() -> str:
