@@ -46,7 +46,8 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="", help="default: benchmarks/results/toy_quality.md (toy_reno.md with --reno)")
     parser.add_argument("--reno", action="store_true", help="score ReNO and best-of-N instead of the teacher table")
-    parser.add_argument("--model", default="teacher", choices=["teacher", "student"], help="--reno: the generator")
+    parser.add_argument("--model", default="teacher", choices=["teacher", "student", "teacher_v2", "student_v2"],
+                        help="--reno: the generator (a QuickstepToyCheckpoint model name; v2 ones with the v2 CLIP)")
     parser.add_argument("--steps", type=int, default=2, help="--reno: Turbo steps of the generator")
     parser.add_argument("--iterations", type=int, default=50, help="--reno: ReNO iterations")
     parser.add_argument("--prompts", type=int, default=0, help="--reno: only the first N held-out prompts")
@@ -114,8 +115,8 @@ def reno_table(args):
     from quickstep.samplers.ksampler import make_sampler, make_sigmas
     from quickstep.toyworld import evaluate, generate, models, scenes
 
-    model = models.load_student() if args.model == "student" else models.load_unet()
-    clip, vae = models.load_clip(), models.load_vae()
+    model, clip = models.load_named(args.model)
+    vae = models.load_vae()
     reward = load_toy_reward(model=args.reward)
     name = {"clip": "toy CLIP", "match": "toy match"}[args.reward]
     stack = RewardStack([(reward, 1.0)])

@@ -9,6 +9,7 @@ import torch
 from comfy_api.latest import io
 
 from ..toyworld import evaluate, scenes
+from ..toyworld.models import NAMED
 from . import validation
 from .compat import schema
 
@@ -17,8 +18,7 @@ log = logging.getLogger("quickstep")
 CATEGORY = "quickstep/toy"
 RewardModel = io.Custom("REWARD_MODEL")
 _EXAMPLE = "a photo of a red circle and a blue square"
-#: the toy diffusion models, by the name QuickstepToyCheckpoint's `model` input shows
-TOY_MODELS = ("teacher", "student", "teacher_v2")
+TOY_MODELS = NAMED  # by the name QuickstepToyCheckpoint's `model` input shows
 MAX_PROMPT = 200  # the longest toy-grammar prompt is under 70 characters
 
 
@@ -42,7 +42,7 @@ class ToyCheckpoint(io.ComfyNode):
                                        "shipped LADD LoRA, a 1-4 step model (Turbo sampler, CFG 1). teacher_v2: the "
                                        "v2 teacher (cross-attention at every level) with its own CLIP, trained to "
                                        "bind colours, counts and relations (CFG ~3-5; still in training, see the "
-                                       "README)."),
+                                       "README). student_v2: teacher_v2 plus its LADD LoRA, 1-4 steps, CFG 1."),
             ],
             outputs=[
                 io.Model.Output(display_name="MODEL", tooltip="The toy UNet (SD1 eps-prediction schedule)."),
@@ -56,10 +56,8 @@ class ToyCheckpoint(io.ComfyNode):
         validation.require(cls, model=model)
         from ..toyworld import models
 
-        if model == "teacher_v2":
-            return io.NodeOutput(models.load_unet_v2(), models.load_clip_v2(), models.load_vae())
-        unet = models.load_student() if model == "student" else models.load_unet()
-        return io.NodeOutput(unet, models.load_clip(), models.load_vae())
+        unet, clip = models.load_named(model)
+        return io.NodeOutput(unet, clip, models.load_vae())
 
 
 class ToyReward(io.ComfyNode):

@@ -263,5 +263,19 @@ def load_text_encoder(arch: str = "v1"):
     return load_clip_v2() if arch == "v2" else load_clip()
 
 
+#: the toy diffusion models by name (QuickstepToyCheckpoint's `model` input, toy_quality's `--model`)
+NAMED = ("teacher", "student", "teacher_v2", "student_v2")
+
+
+def load_named(name: str):
+    """(MODEL, CLIP) of a `NAMED` toy model: a teacher, or a student (its teacher plus the shipped LADD LoRA), each
+    with its teacher's text encoder."""
+    if name not in NAMED:
+        raise ValueError(f"toy model must be one of {NAMED}; got {name!r}")
+    arch = "v2" if name.endswith("_v2") else "v1"
+    unet = load_student(arch=arch) if name.startswith("student") else load_teacher_unet(arch)
+    return unet, load_text_encoder(arch)
+
+
 def config_summary() -> str:
     return json.dumps({"unet": UNET_CONFIG, "vae": VAE_DDCONFIG, "clip_text": CLIP_TEXT, "clip_vision": CLIP_VISION})

@@ -14,9 +14,14 @@
    SHA256SUMS. The loss curve goes to toyworld/logs/train_student.jsonl (each invocation writes its own; the
    committed file joins those of the shipped run, a note on top).
 
-`--teacher v2` distils the v2 teacher (toyworld/weights/unet_v2.safetensors, or `--teacher-file` a training run's
-output) with its text encoder (clip_v2) into student_v2_lora.safetensors; its default `--data` folder is the v1 one
-+ `_v2`.
+`--teacher v2` distils the v2 teacher (toyworld/weights/unet_v2.safetensors) with its text encoder (clip_v2) into
+student_v2_lora.safetensors; its default `--data` folder is the v1 one + `_v2`. `--teacher-file` distils teacher
+weights of either arch that are not shipped yet (a training run's output). The shipped v2 student is the defaults, then
+two phases of a stronger discriminator (the v2 teacher's fakes fooled the default one: benchmarks/results/ladd_v2.md):
+
+    ... -m toyworld.train_student --teacher v2
+    ... -m toyworld.train_student --teacher v2 --steps 4800 --phase "g_every=2,lr_d=1e-3"
+    ... -m toyworld.train_student --teacher v2 --steps 7200 --phase "g_every=4,lr_d=2e-3"
 """
 
 from __future__ import annotations
@@ -63,11 +68,9 @@ def main(argv=None):
     if args.teacher not in models.ARCHS:
         raise SystemExit(f"--teacher must be one of {models.ARCHS}; got {args.teacher!r}")
     v2 = args.teacher == "v2"
-    if v2:  # the v2 teacher with its text encoder; --teacher-file: weights not shipped yet (a training run's --out)
-        teacher = models.load_unet_v2(Path(args.teacher_file) if args.teacher_file else None)
-        clip = models.load_clip_v2()
-    else:
-        teacher, clip = models.load_unet(), models.load_clip()
+    # --teacher-file: teacher weights not shipped yet (a training run's --out)
+    teacher = models.load_teacher_unet(args.teacher, Path(args.teacher_file) if args.teacher_file else None)
+    clip = models.load_text_encoder(args.teacher)
     data_dir = Path(args.data + ("_v2" if v2 and args.data == DEFAULTS["data"] else ""))
     prompts = [p.text for p in scenes.train_prompts()]
     t0 = time.time()

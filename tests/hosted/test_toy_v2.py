@@ -201,3 +201,27 @@ def test_toy_checkpoint_offers_the_v2_teacher_with_its_text_encoder():
                                   disable_pbar=True)
         image = vae.decode(out)
     assert image.shape[-3:] == (64, 64, 3) and torch.isfinite(image).all()
+
+
+def test_toy_checkpoint_offers_the_v2_student_on_the_v2_teacher():
+    """`student_v2`: the v2 teacher plus the shipped v2 LADD LoRA (patches on, so its output differs from the
+    teacher's), with the v2 CLIP."""
+    import comfy.model_management
+
+    from quickstep.nodes.toy import ToyCheckpoint
+
+    with torch.inference_mode():
+        teacher, _, _ = ToyCheckpoint.execute("teacher_v2").result
+        student, clip, _ = ToyCheckpoint.execute("student_v2").result
+        assert student.patches and not teacher.patches
+        text = "a photo of a red circle left of a blue square"
+        cond = clip.encode_from_tokens_scheduled(clip.tokenize(text))
+        own = models.load_clip_v2().encode_from_tokens_scheduled(models.load_clip_v2().tokenize(text))
+        assert torch.equal(cond[0][0], own[0][0])
+        x = torch.randn(1, 4, models.LATENT, models.LATENT, generator=torch.Generator().manual_seed(0))
+
+        def out(mp):
+            comfy.model_management.load_models_gpu([mp])
+            return mp.model.apply_model(x, torch.tensor([3.0]), c_crossattn=cond[0][0])
+
+        assert not torch.allclose(out(student), out(teacher), atol=1e-4)
