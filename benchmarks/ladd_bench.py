@@ -329,8 +329,9 @@ def main(argv=None):
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text)
         return
-    sections = ["# LADD", "", "Command: `~/.cache/quickstep/venv/bin/python benchmarks/ladd_bench.py` (CPU, one torch "
-                "thread).", ""]
+    command = " ".join(["~/.cache/quickstep/venv/bin/python benchmarks/ladd_bench.py",
+                        *(sys.argv[1:] if argv is None else argv)])
+    sections = ["# LADD", "", f"Command: `{command}` (CPU, one torch thread).", ""]
     if args.skip != "quality":
         from quickstep.toyworld import scenes
 
