@@ -38,6 +38,8 @@ harness.register_pack()
 
 
 def main(argv=None):
+    from quickstep.toyworld.models import NAMED
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=8, help="images per prompt")
     parser.add_argument("--unet", default="", help="UNet safetensors to score instead of the shipped teacher "
@@ -46,7 +48,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="", help="default: benchmarks/results/toy_quality.md (toy_reno.md with --reno)")
     parser.add_argument("--reno", action="store_true", help="score ReNO and best-of-N instead of the teacher table")
-    parser.add_argument("--model", default="teacher", choices=["teacher", "student", "teacher_v2", "student_v2"],
+    parser.add_argument("--model", default="teacher", choices=NAMED,
                         help="--reno: the generator (a QuickstepToyCheckpoint model name; v2 ones with the v2 CLIP)")
     parser.add_argument("--steps", type=int, default=2, help="--reno: Turbo steps of the generator")
     parser.add_argument("--iterations", type=int, default=50, help="--reno: ReNO iterations")

@@ -17,7 +17,7 @@
 `--teacher v2` distils the v2 teacher (toyworld/weights/unet_v2.safetensors) with its text encoder (clip_v2) into
 student_v2_lora.safetensors; its default `--data` folder is the v1 one + `_v2`. `--teacher-file` distils teacher
 weights of either arch that are not shipped yet (a training run's output). The shipped v2 student is the defaults, then
-two phases of a stronger discriminator (the v2 teacher's fakes fooled the default one: benchmarks/results/ladd_v2.md):
+two phases of a stronger discriminator (the default one stays near chance: README, LADD; benchmarks/results/ladd_v2.md):
 
     ... -m toyworld.train_student --teacher v2
     ... -m toyworld.train_student --teacher v2 --steps 4800 --phase "g_every=2,lr_d=1e-3"
