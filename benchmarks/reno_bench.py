@@ -55,11 +55,11 @@ def main(argv=None):
 
     import comfy.model_management as mm
 
-    from quickstep.nodes.toy import load_toy_reward
     from quickstep.reward.stack import RewardStack
     from quickstep.samplers import differentiable as diff
     from quickstep.samplers import reno, schedule
     from quickstep.toyworld import generate, models
+    from quickstep.toyworld.models import load_toy_reward
 
     with torch.inference_mode():
         model, clip, vae = models.load_unet(), models.load_clip(), models.load_vae()

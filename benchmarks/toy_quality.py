@@ -111,11 +111,11 @@ def main(argv=None):
 def reno_table(args):
     import comfy.sample
 
-    from quickstep.nodes.toy import load_toy_reward
     from quickstep.reward.stack import RewardStack
     from quickstep.samplers import reno
     from quickstep.samplers.ksampler import make_sampler, make_sigmas
     from quickstep.toyworld import evaluate, generate, models, scenes
+    from quickstep.toyworld.models import load_toy_reward
 
     model, clip = models.load_named(args.model)
     vae = models.load_vae()

@@ -58,7 +58,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     harness.setup_inprocess_host("current")
-    from quickstep.nodes.toy import load_toy_reward
+    from quickstep.toyworld.models import load_toy_reward
 
     rewards = {name: load_toy_reward(model=name) for name in REWARDS}
     parts = set(args.parts.split(","))

@@ -121,7 +121,8 @@ class Dataset:
         if self.pooled is not None:
             extras["pooled_output"] = self.pooled[indices]
         return {"latent": self.latents[indices], "positive": [[self.cond[indices], extras]],
-                "pooled": self.pooled[indices] if self.pooled is not None else None}
+                "pooled": self.pooled[indices] if self.pooled is not None else None,
+                "prompts": [self.prompts[int(i)] for i in indices]}  # what a reward scores against
 
     def sample_indices(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
         """The items of one training batch, drawn with replacement from the run's generator (the training command

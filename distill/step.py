@@ -7,7 +7,11 @@
     D step       heads on teacher features (LoRA off) of re-noised x0 (real) and x0_fake (fake), both at their own
                  t_hat ~ logit-normal; discriminator loss (+ optional R1 on real features); update the heads
     G step       heads on teacher features of re-noised x0_fake, gradient through the frozen teacher and the student
-                 into the LoRA only; update the LoRA (every `g_every` steps)
+                 into the LoRA only; update the LoRA (every `g_every` steps). Optional, not in LADD: reward
+                 feedback, the reward gradient on the predicted x0 (ReFL, Xu et al. 2023, ImageReward; Hyper-SD,
+                 Ren et al. 2024, uses human-feedback rewards so for its few-step students): x0_fake decoded by the
+                 VAE, scored by a reward stack (reward/, ReNO's weighted loss), `reward_weight` times that loss
+                 added to the generator's, so that a one-step student keeps what the prompt asks (colour, place)
 
 Everything runs inside core's guider (`samplers.differentiable.run_guided`): condition processing, model loading and
 patches are ComfyUI's. The G step back-propagates in two phases, the teacher part with the LoRA off and the student
@@ -47,6 +51,7 @@ class Config:
     lr_d: float = 2e-4
     betas: tuple = (0.0, 0.99)
     r1_weight: float = 0.0
+    reward_weight: float = 0.0  # 0: LADD's generator loss; > 0 adds reward feedback (module docstring)
     g_every: int = 1
     warmup_steps: int = 0
     renoise_mean: float = 1.0
@@ -80,8 +85,8 @@ class Config:
             raise ValueError(f"ema must be in [0, 1) (0 = off, e.g. 0.999); got {self.ema}.")
         if self.renoise_std <= 0:
             raise ValueError(f"renoise_std must be > 0; got {self.renoise_std}.")
-        if self.r1_weight < 0 or self.grad_clip < 0 or self.warmup_steps < 0:
-            raise ValueError("r1_weight, grad_clip and warmup_steps must be >= 0.")
+        if self.r1_weight < 0 or self.grad_clip < 0 or self.warmup_steps < 0 or self.reward_weight < 0:
+            raise ValueError("r1_weight, reward_weight, grad_clip and warmup_steps must be >= 0.")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -226,6 +231,7 @@ class Trainer:
         # `total`, and the two calls whose gradients DDP averages; one process: the whole batch, the plain calls
         self.shard: tuple[int, int, int] | None = None
         self.student_call, self.heads_call = self._student, self.disc
+        self.feedback: RewardFeedback | None = None  # set by the caller when config.reward_weight > 0
         self.generator = torch.Generator()
         if rng_state is not None:
             self.generator.set_state(rng_state.clone())
@@ -297,6 +303,9 @@ class Trainer:
         cfg = self.config
         with torch.inference_mode(False):  # batches made inside a node's inference mode: copy them into normal ones
             latent = batch["latent"].to(self.device, torch.float32, copy=True)
+            if cfg.reward_weight > 0 and self.feedback is None:
+                raise ValueError("reward_weight > 0 needs a reward: set trainer.feedback = RewardFeedback(vae, "
+                                 "rewards) (the LADD Train node's reward and vae inputs).")
             positive = batch["positive"]
             pooled = batch.get("pooled")
             pooled = pooled.to(self.device, torch.float32, copy=True) if pooled is not None else None
@@ -355,6 +364,11 @@ class Trainer:
                     loss_g = losses.generator_loss(self.disc([f.float() for f in feats_g], t_fake.to(self.device),
                                                              pooled), cfg.loss)
                     (grad_x0,) = torch.autograd.grad(loss_g, leaf)
+                if cfg.reward_weight > 0:
+                    loss_r = self.feedback.loss(self.patcher.model.process_latent_out(leaf), batch["prompts"])
+                    (grad_r,) = torch.autograd.grad(cfg.reward_weight * loss_r, leaf)
+                    grad_x0 = grad_x0 + grad_r
+                    result["loss_reward"] = float(loss_r.detach())
                 self.opt_g.zero_grad(set_to_none=True)
                 with self.switch.set(True):
                     x0_fake.backward(grad_x0)
@@ -382,6 +396,18 @@ class Trainer:
     def lora_tensors(self, use_ema: bool = True) -> dict[str, torch.Tensor]:
         src = self.ema if (use_ema and self.ema is not None) else self.lora
         return {k: v.detach().float().cpu().clone() for k, v in src.items()}
+
+
+class RewardFeedback:
+    """The reward term of the generator step: VAE-space latents -> decoded IMAGE -> a `reward.stack.RewardStack`'s
+    loss per image (ReNO's weighted `offset - score`), averaged over the rows."""
+
+    def __init__(self, vae, rewards):
+        self.vae, self.rewards = vae, rewards
+        self.patcher = diff.grad_ready(vae.patcher)
+
+    def loss(self, latent: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        return self.rewards.loss(diff.decode(self.vae, latent, self.patcher), prompts).mean()
 
 
 def train_step(trainer: Trainer, batch: dict) -> dict:

@@ -165,6 +165,10 @@ def read_config(path) -> Run:
         config.validate()
     except (TypeError, ValueError) as e:
         raise SetupError(f"config {path}: field 'training': {e}") from e
+    if config.reward_weight > 0:
+        raise SetupError(f"config {path}: field 'training' has reward_weight {config.reward_weight:g}, but the command "
+                         "does not load reward models: train a run with reward feedback in the graph (LADD Train with "
+                         "its reward and vae inputs), or set reward_weight to 0 for the command.")
     identity = raw.get("identity")
     if identity is not None and not isinstance(identity, dict):
         raise _error(path, "identity", "the fingerprint the node wrote, or null", identity, "Remove it.")

@@ -20,6 +20,7 @@ from ..distill import losses
 from ..distill.step import Config
 from . import validation
 from .compat import ADVANCED, schema
+from .reward import RewardModel, RewardType
 
 log = logging.getLogger("quickstep")
 
@@ -191,6 +192,11 @@ class LADDInit(io.ComfyNode):
                                tooltip="Learning rate of the discriminator heads (AdamW)."),
                 io.Float.Input("r1_weight", default=_D.r1_weight, min=0.0, max=1e4, step=0.01, optional=True, **ADVANCED,
                                tooltip="Weight of the R1 penalty on the heads' real inputs (0 = off)."),
+                io.Float.Input("reward_weight", default=_D.reward_weight, min=0.0, max=1000.0, step=0.01,
+                               optional=True, **ADVANCED,
+                               tooltip="Weight of reward feedback in the generator loss (0 = off, the paper): the "
+                                       "student's images, decoded by the VAE, scored by the rewards connected to "
+                                       "LADD Train (ReNO's weighted loss), as Hyper-SD does for one-step students."),
                 io.Int.Input("g_every", default=_D.g_every, min=1, max=100, optional=True, **ADVANCED,
                              tooltip="A generator (LoRA) step every this many discriminator steps."),
                 io.Int.Input("warmup_steps", default=_D.warmup_steps, min=0, max=1000000, optional=True, **ADVANCED,
@@ -216,9 +222,10 @@ class LADDInit(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, rank=None, seed=None, heads=None, grid_steps=None, loss=None, lr_g=None, lr_d=None,
                         r1_weight=None, g_every=None, warmup_steps=None, ema=None, backward_simulation=None,
-                        renoise_mean=None, renoise_std=None, bf16=None, gradient_checkpointing=None):
+                        renoise_mean=None, renoise_std=None, bf16=None, gradient_checkpointing=None,
+                        reward_weight=None):
         return validation.check(cls, rank=rank, seed=seed, heads=heads, grid_steps=grid_steps, loss=loss, lr_g=lr_g,
-                                lr_d=lr_d, r1_weight=r1_weight, g_every=g_every, warmup_steps=warmup_steps, ema=ema,
+                                lr_d=lr_d, r1_weight=r1_weight, reward_weight=reward_weight, g_every=g_every, warmup_steps=warmup_steps, ema=ema,
                                 backward_simulation=backward_simulation, renoise_mean=renoise_mean,
                                 renoise_std=renoise_std, bf16=bf16, gradient_checkpointing=gradient_checkpointing)
 
@@ -226,16 +233,17 @@ class LADDInit(io.ComfyNode):
     def execute(cls, model, rank, seed, heads=_D.heads, grid_steps=_D.grid_steps, loss=_D.loss, lr_g=_D.lr_g,
                 lr_d=_D.lr_d, r1_weight=_D.r1_weight, g_every=_D.g_every, warmup_steps=_D.warmup_steps, ema=_D.ema,
                 backward_simulation=_D.backward_simulation, renoise_mean=_D.renoise_mean,
-                renoise_std=_D.renoise_std, bf16=_D.bf16, gradient_checkpointing=_D.gradient_checkpointing):
+                renoise_std=_D.renoise_std, bf16=_D.bf16, gradient_checkpointing=_D.gradient_checkpointing,
+                reward_weight=_D.reward_weight):
         from ..distill import features, lora, state, step
 
         validation.require(cls, rank=rank, seed=seed, heads=heads, grid_steps=grid_steps, loss=loss, lr_g=lr_g,
-                           lr_d=lr_d, r1_weight=r1_weight, g_every=g_every, warmup_steps=warmup_steps, ema=ema,
+                           lr_d=lr_d, r1_weight=r1_weight, reward_weight=reward_weight, g_every=g_every, warmup_steps=warmup_steps, ema=ema,
                            renoise_mean=renoise_mean, renoise_std=renoise_std)
         config = Config(rank=rank, seed=seed, heads=heads, grid_steps=grid_steps, loss=loss, lr_g=lr_g, lr_d=lr_d,
-                        r1_weight=r1_weight, g_every=g_every, warmup_steps=warmup_steps, ema=ema,
-                        backward_simulation=backward_simulation, renoise_mean=renoise_mean, renoise_std=renoise_std,
-                        bf16=bf16, gradient_checkpointing=gradient_checkpointing)
+                        r1_weight=r1_weight, reward_weight=reward_weight, g_every=g_every, warmup_steps=warmup_steps, ema=ema, backward_simulation=backward_simulation,
+                        renoise_mean=renoise_mean, renoise_std=renoise_std, bf16=bf16,
+                        gradient_checkpointing=gradient_checkpointing)
         config.validate()
         step.check_model(model)
         features.parse_blocks(model.model.diffusion_model, heads)
@@ -264,6 +272,24 @@ def loss_map(history: list[dict]) -> dict:
             "steps": [h["step"] for h in history]}
 
 
+def _feedback(weight: float, reward, vae):
+    """The generator's reward term for a run with `weight` (LADD Init's reward_weight), or None; a clear error when
+    the inputs and the setting disagree."""
+    from ..distill.step import RewardFeedback
+    from .reno import as_stack
+
+    if weight <= 0:
+        if reward is not None:
+            raise ValueError("reward: connected, but this run's reward_weight is 0 (LADD Init), so it would be "
+                             "ignored. Set reward_weight > 0 in LADD Init (e.g. 0.2), or disconnect the reward.")
+        return None
+    if reward is None or vae is None:
+        missing = " and ".join(n for n, v in (("reward", reward), ("vae", vae)) if v is None)
+        raise ValueError(f"{missing}: this run has reward_weight {weight:g} (LADD Init), which needs a reward and the "
+                         "teacher's VAE connected to LADD Train. Connect them, or start the run with reward_weight 0.")
+    return RewardFeedback(vae, as_stack(reward))
+
+
 class LADDTrain(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -287,6 +313,12 @@ class LADDTrain(io.ComfyNode):
                                      "output/<save_prefix>_autosave_state.safetensors, atomically."),
                 io.String.Input("save_prefix", default=DEFAULT_PREFIX, optional=True, **ADVANCED,
                                 tooltip="Where the periodic saves go, relative to the output directory."),
+                io.MultiType.Input("reward", types=[RewardType, RewardModel], optional=True,
+                                   tooltip="Reward feedback for a run whose LADD Init set reward_weight > 0: a REWARD "
+                                           "from Reward Stack or one REWARD_MODEL (weighted as ReNO weights its "
+                                           "kind). The dataset's prompts are what it scores against."),
+                io.Vae.Input("vae", optional=True,
+                             tooltip="The teacher's VAE, to decode the student's latents for the reward."),
             ],
             outputs=[
                 LADDState.Output(display_name="state", tooltip="The state after these steps."),
@@ -308,7 +340,8 @@ class LADDTrain(io.ComfyNode):
         return message(check_name, save_prefix, input="save_prefix", what="a file name prefix")
 
     @classmethod
-    def execute(cls, state, dataset, steps, batch_size, save_every, save_prefix=DEFAULT_PREFIX) -> io.NodeOutput:
+    def execute(cls, state, dataset, steps, batch_size, save_every, save_prefix=DEFAULT_PREFIX, reward=None,
+                vae=None) -> io.NodeOutput:
         from ..distill import dataset as ds
         from ..distill import state as st
         from ..distill import step as sp
@@ -327,6 +360,7 @@ class LADDTrain(io.ComfyNode):
         pbar = comfy.utils.ProgressBar(steps)
         history = list(state.history)
         trainer = state.trainer()
+        trainer.feedback = _feedback(state.config.reward_weight, reward, vae)
         try:
             for i in range(steps):
                 comfy.model_management.throw_exception_if_processing_interrupted()

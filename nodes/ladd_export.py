@@ -125,6 +125,10 @@ class LADDExport(io.ComfyNode):
         checked = cls.validate_inputs(filename=filename, save_prefix=save_prefix)
         if checked is not True:
             raise ValueError(checked)
+        if state.config.reward_weight > 0:
+            raise ValueError(f"state: this run has reward_weight {state.config.reward_weight:g} (LADD Init); the "
+                             "command does not load reward models. Train it in the graph with LADD Train, or start "
+                             "a run with reward_weight 0 to export.")
         if batch_size % processes:  # here, not in validate_inputs: each widget's whole range stays valid on its own
             raise ValueError(f"batch_size {batch_size} does not divide among {processes} processes: each process "
                              f"trains batch_size / processes samples. Use a batch_size that is a multiple of "

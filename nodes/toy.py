@@ -8,8 +8,7 @@ import logging
 import torch
 from comfy_api.latest import io
 
-from ..toyworld import evaluate, scenes
-from ..toyworld.models import NAMED
+from ..toyworld import evaluate, models, scenes
 from . import validation
 from .compat import schema
 
@@ -18,7 +17,7 @@ log = logging.getLogger("quickstep")
 CATEGORY = "quickstep/toy"
 RewardModel = io.Custom("REWARD_MODEL")
 _EXAMPLE = "a photo of a red circle and a blue square"
-TOY_MODELS = NAMED  # by the name QuickstepToyCheckpoint's `model` input shows
+TOY_MODELS = models.NAMED  # by the name QuickstepToyCheckpoint's `model` input shows
 MAX_PROMPT = 200  # the longest toy-grammar prompt is under 70 characters
 
 
@@ -54,8 +53,6 @@ class ToyCheckpoint(io.ComfyNode):
     @classmethod
     def execute(cls, model="teacher") -> io.NodeOutput:
         validation.require(cls, model=model)
-        from ..toyworld import models
-
         unet, clip = models.load_named(model)
         return io.NodeOutput(unet, clip, models.load_vae())
 
@@ -75,7 +72,7 @@ class ToyReward(io.ComfyNode):
                         "CLIP score (100 x cosine), what this node gave before; it barely sees position or count. "
                         "Neither is the evaluator: Toy Evaluate scores with a separate analytic detector.",
             inputs=[
-                io.Combo.Input("model", options=list(TOY_REWARDS), default="match", optional=True,
+                io.Combo.Input("model", options=list(models.TOY_REWARDS), default="match", optional=True,
                                tooltip="match: the toy match reward (sees position, count and colour binding; "
                                        "score log P(match) <= 0). clip: the toy CLIP score (100 x cosine), the "
                                        "reward of workflows made before this choice existed."),
@@ -87,27 +84,7 @@ class ToyReward(io.ComfyNode):
     @classmethod
     def execute(cls, model="match") -> io.NodeOutput:
         validation.require(cls, model=model)
-        return io.NodeOutput(load_toy_reward(model=model))
-
-
-#: the toy rewards, by the name the node's `model` input shows
-TOY_REWARDS = ("match", "clip")
-#: the toy match reward's files in toyworld/weights/ (written by toyworld/train_reward.py)
-MATCH_FILE, MATCH_CONFIG = "toy_match.safetensors", "toy_match.json"
-
-
-def load_toy_reward(device=None, model: str = "clip"):
-    """A toy reward through `reward/`'s loader, after checking the shipped files' SHA-256: `model` "clip" (the
-    default here, as before) is the toy CLIP (`kind="clip"`), "match" the toy match reward (`kind="toymatch"`)."""
-    from ..reward.loading import load_reward
-    from ..toyworld import models
-
-    if model == "match":
-        models.checked(MATCH_CONFIG)
-        return load_reward(models.checked(MATCH_FILE), kind="toymatch", device=device, dtype="fp32")
-    if model != "clip":
-        raise ValueError(f"model must be one of {', '.join(TOY_REWARDS)}; got {model!r}.")
-    return load_reward(models.clip_dir(), kind="clip", device=device, dtype="fp32")
+        return io.NodeOutput(models.load_toy_reward(model=model))
 
 
 class ToyEvaluate(io.ComfyNode):

@@ -279,3 +279,22 @@ def load_named(name: str):
 
 def config_summary() -> str:
     return json.dumps({"unet": UNET_CONFIG, "vae": VAE_DDCONFIG, "clip_text": CLIP_TEXT, "clip_vision": CLIP_VISION})
+
+
+#: the toy rewards, by the name QuickstepToyReward's `model` input shows
+TOY_REWARDS = ("match", "clip")
+#: the toy match reward's files in toyworld/weights/ (written by toyworld/train_reward.py)
+MATCH_FILE, MATCH_CONFIG = "toy_match.safetensors", "toy_match.json"
+
+
+def load_toy_reward(device=None, model: str = "clip"):
+    """A toy reward through `reward/`'s loader, after checking the shipped files' SHA-256: `model` "clip" (the
+    default here, as before) is the toy CLIP (`kind="clip"`), "match" the toy match reward (`kind="toymatch"`)."""
+    from ..reward.loading import load_reward
+
+    if model == "match":
+        checked(MATCH_CONFIG)
+        return load_reward(checked(MATCH_FILE), kind="toymatch", device=device, dtype="fp32")
+    if model != "clip":
+        raise ValueError(f"model must be one of {', '.join(TOY_REWARDS)}; got {model!r}.")
+    return load_reward(clip_dir(), kind="clip", device=device, dtype="fp32")

@@ -40,7 +40,7 @@ def phase_overrides(text: str) -> dict:
     """`--phase "lr_g=1e-4,lr_d=1e-4,ema=0.999"` -> {name: value} of the `step.Config` fields a run may change on
     the way (not those that shape the LoRA, heads or grid)."""
     allowed = {"lr_g": float, "lr_d": float, "ema": float, "renoise_mean": float, "renoise_std": float,
-               "r1_weight": float, "grad_clip": float, "g_every": int, "warmup_steps": int}
+               "r1_weight": float, "reward_weight": float, "grad_clip": float, "g_every": int, "warmup_steps": int}
     out = {}
     for item in filter(None, (t.strip() for t in text.split(","))):
         key, _, value = item.partition("=")
@@ -100,6 +100,11 @@ def main(argv=None):
         params = lora.init_params(lora.target_modules(teacher), cfg.rank, torch.Generator().manual_seed(cfg.seed))
         run = state.State(model=teacher, config=cfg, identity=state.base_identity(teacher), lora=params)
     trainer = run.trainer()
+    if run.config.reward_weight > 0:  # reward feedback from the toy match reward (trained on training-prompt scenes)
+        from quickstep.reward.stack import RewardStack
+
+        trainer.feedback = step.RewardFeedback(models.load_vae(),
+                                               RewardStack([(models.load_toy_reward("cpu", "match"), 1.0)]))
     for opt, key in ((trainer.opt_g, "lr_g"), (trainer.opt_d, "lr_d")):  # loaded optimiser states bring their old rate
         for group in opt.param_groups:
             group["lr"] = getattr(run.config, key)
@@ -117,6 +122,9 @@ def main(argv=None):
             recent = history[-args.log_every:]
             mean = {k: round(sum(h.get(k, 0.0) for h in recent) / len(recent), 4)
                     for k in ("loss_g", "loss_d", "acc_real", "acc_fake")}
+            rewarded = [h["loss_reward"] for h in recent if "loss_reward" in h]  # generator steps only
+            if rewarded:
+                mean["loss_reward"] = round(sum(rewarded) / len(rewarded), 4)
             curve.log(step=trainer.step, **mean)
         if trainer.step % args.save_every == 0:
             state.save(state.State.of(trainer, run.identity, history), state_file)

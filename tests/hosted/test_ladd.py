@@ -49,9 +49,11 @@ def new_state(model, **overrides):
     with torch.inference_mode():
         return ladd_nodes.LADDInit.execute(model, config.rank, config.seed, heads=config.heads,
                                            grid_steps=config.grid_steps, loss=config.loss, lr_g=config.lr_g,
-                                           lr_d=config.lr_d, r1_weight=config.r1_weight, g_every=config.g_every,
+                                           lr_d=config.lr_d, r1_weight=config.r1_weight,
+                                           reward_weight=config.reward_weight, g_every=config.g_every,
                                            warmup_steps=config.warmup_steps, ema=config.ema,
                                            backward_simulation=config.backward_simulation,
+                                           renoise_mean=config.renoise_mean, bf16=config.bf16,
                                            gradient_checkpointing=config.gradient_checkpointing).result[0]
 
 
@@ -172,6 +174,81 @@ def test_saved_lora_through_core_loader_samples_like_the_in_graph_student(family
     torch.testing.assert_close(ours, core, rtol=1e-4, atol=1e-5)
     sd = safetensors.torch.load_file(str(Path(__import__("folder_paths").get_folder_paths("loras")[0]) / lora_name))
     assert any(k.endswith(".lora_up.weight") for k in sd) and all(k.startswith("diffusion_model.") for k in sd)
+
+
+def toy_scene_dataset(prompts: list[str], per_prompt: int) -> ds.Dataset:
+    """A LADD dataset of true toy scenes for `prompts` (through the toy VAE) with the v2 toy CLIP's conditioning."""
+    from quickstep.toyworld import models, scenes
+
+    clip, vae = models.load_text_encoder("v2"), models.load_vae()
+    latents, conds, pooled, names = [], [], [], []
+    with torch.inference_mode():
+        for text in prompts:
+            pos = clip.encode_from_tokens_scheduled(clip.tokenize(text))
+            images = torch.stack([torch.from_numpy(scenes.make_scene(scenes.parse_prompt(text), seed).image)
+                                  for seed in range(per_prompt)])
+            latents.append(vae.encode(images).float())
+            conds += [pos[0][0][0].float()] * per_prompt
+            pooled += [pos[0][1]["pooled_output"][0].float()] * per_prompt
+            names += [text] * per_prompt
+    return ds.Dataset(torch.cat(latents), torch.stack(conds), torch.stack(pooled), names, {}, "toy scenes")
+
+
+def one_step_reward_loss(student_model, data: ds.Dataset, vae, rewards) -> float:
+    """The reward stack's mean loss on the student's one-step images (fixed noise) for every item's prompt."""
+    from quickstep.samplers import schedule
+
+    batch = data.batch(torch.arange(len(data)))
+    noise = torch.randn(data.latents.shape, generator=torch.Generator().manual_seed(11))
+
+    def body(denoise, ms):
+        sigma = schedule.turbo_sigmas(ms, 1)[:1]
+        x0 = denoise(ms.noise_scaling(sigma, noise, torch.zeros_like(noise), max_denoise=True), sigma)
+        return rewards.loss(diff.decode(vae, student_model.model.process_latent_out(x0)), batch["prompts"]).mean()
+
+    with torch.inference_mode():
+        return float(diff.run_guided(student_model, batch["positive"], None, 1.0, torch.zeros_like(noise), body))
+
+
+def test_reward_feedback_trains_the_student_toward_the_reward():
+    """reward_weight > 0: the generator step also descends the reward stack's loss on the decoded student images.
+    From the same start and batches, the one-step student's toy match loss falls further with the term than the
+    adversarial loss alone takes it."""
+    from quickstep.reward.stack import RewardStack
+    from quickstep.toyworld import models
+
+    data = toy_scene_dataset(["a photo of a red circle", "a photo of a square left of a triangle"], 2)
+    teacher, vae = models.load_teacher_unet("v2"), models.load_vae()
+    rewards = RewardStack([(models.load_toy_reward("cpu", "match"), 1.0)])
+    start = one_step_reward_loss(teacher, data, vae, rewards)
+    after = {}
+    for weight in (0.0, 1.0):
+        trainer = new_state(teacher, reward_weight=weight, lr_g=3e-3, bf16=False).trainer()
+        if weight:
+            trainer.feedback = sp.RewardFeedback(vae, rewards)
+        metrics = run_steps(trainer, data, 8, batch=4)
+        assert ("loss_reward" in metrics[-1]) == (weight > 0)
+        student = sp.student_model(teacher, trainer.lora_tensors(use_ema=False), trainer.config.lora_alpha)
+        after[weight] = one_step_reward_loss(student, data, vae, rewards)
+    assert after[1.0] < start - 0.5 and after[1.0] < after[0.0] - 0.5, (start, after)
+
+
+def test_reward_feedback_needs_its_inputs_and_says_so(family_data):
+    model, _, data = family_data("sd1")
+    with pytest.raises(ValueError, match="reward_weight > 0 needs a reward"):
+        run_steps(new_state(model, reward_weight=0.5).trainer(), data, 1)
+    state = new_state(model, reward_weight=0.5)
+    with pytest.raises(ValueError, match=r"reward and vae: this run has reward_weight 0\.5 .*Connect them"):
+        ladd_nodes.LADDTrain.execute(state, data, 1, 2, 0)
+    from quickstep.toyworld import models
+
+    reward = models.load_toy_reward("cpu", "clip")
+    with pytest.raises(ValueError, match="reward: connected, but this run's reward_weight is 0"):
+        ladd_nodes.LADDTrain.execute(new_state(model), data, 1, 2, 0, reward=reward)
+    from quickstep.nodes import ladd_export
+
+    with pytest.raises(ValueError, match="the command does not load reward models"):
+        ladd_export.LADDExport.execute(state, data, ladd_export.TOY_BASE, 1, 2, 1, 1, "cfg")
 
 
 def test_resume_is_exact(family_data, tmp_path):

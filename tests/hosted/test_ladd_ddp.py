@@ -328,6 +328,8 @@ def test_errors_are_one_message_before_the_process_group(toy, tmp_path, capsys, 
     assert "unknown field(s) 'sharding'" in msg
     msg = main_error([variant("newer_setting", training={**raw["training"], "lr_schedule": "cosine"})], capsys)
     assert "field 'training'" in msg and "'lr_schedule'" in msg
+    msg = main_error([variant("reward", training={**raw["training"], "reward_weight": 0.2})], capsys)
+    assert "reward_weight 0.2" in msg and "does not load reward models" in msg and "LADD Train" in msg
     msg = main_error([variant("steps", steps=0)], capsys)
     assert "field 'steps' must be an integer >= 1" in msg
     msg = main_error([str(tmp_path / "nowhere.json")], capsys)

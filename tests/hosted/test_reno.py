@@ -312,7 +312,7 @@ def test_out_of_memory_names_the_size_and_what_to_switch_on(loaded, monkeypatch)
 
 def test_a_reward_first_used_for_scoring_in_inference_mode_then_in_reno(loaded):
     """Score Images then ReNO on the same (cached) reward node: cached text features must not be inference tensors."""
-    from quickstep.nodes.toy import load_toy_reward
+    from quickstep.toyworld.models import load_toy_reward
 
     reward = load_toy_reward()
     with torch.inference_mode():

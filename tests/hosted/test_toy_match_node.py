@@ -16,19 +16,19 @@ def test_default_is_the_match_reward_and_the_toy_clip_stays_reachable():
     assert isinstance(default, ToyMatchReward) and default.kind == "toymatch"
     clip = toy_nodes.ToyReward.execute(model="clip").args[0]
     assert isinstance(clip, ClipReward) and clip.kind == "clip"
-    assert isinstance(toy_nodes.load_toy_reward(device="cpu"), ClipReward)  # the function's old default
+    assert isinstance(models.load_toy_reward(device="cpu"), ClipReward)  # the function's old default
     with pytest.raises(ValueError, match="model"):
         toy_nodes.ToyReward.execute(model="hps")
 
 
 def test_a_tampered_match_file_is_refused(tmp_path, monkeypatch):
     shutil.copytree(models.WEIGHTS, tmp_path / "weights", ignore=shutil.ignore_patterns("*.safetensors"))
-    shutil.copy(models.WEIGHTS / toy_nodes.MATCH_FILE, tmp_path / "weights" / toy_nodes.MATCH_FILE)
+    shutil.copy(models.WEIGHTS / models.MATCH_FILE, tmp_path / "weights" / models.MATCH_FILE)
     monkeypatch.setattr(models, "WEIGHTS", tmp_path / "weights")
     monkeypatch.setattr(models, "HASHES", tmp_path / "weights" / "SHA256SUMS")
-    assert isinstance(toy_nodes.load_toy_reward(device="cpu", model="match"), ToyMatchReward)  # intact copy
-    with open(tmp_path / "weights" / toy_nodes.MATCH_FILE, "r+b") as f:
+    assert isinstance(models.load_toy_reward(device="cpu", model="match"), ToyMatchReward)  # intact copy
+    with open(tmp_path / "weights" / models.MATCH_FILE, "r+b") as f:
         f.seek(-4, 2)
         f.write(b"\x00\x01\x02\x03")
     with pytest.raises(ValueError, match="SHA-256"):
-        toy_nodes.load_toy_reward(device="cpu", model="match")
+        models.load_toy_reward(device="cpu", model="match")

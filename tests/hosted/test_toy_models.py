@@ -101,7 +101,7 @@ def test_toy_evaluate_node_scores_a_real_scene():
 
 
 def test_toy_reward_prefers_matching_prompts():
-    reward = toy_nodes.load_toy_reward(device="cpu")
+    reward = models.load_toy_reward(device="cpu")
     prompts = [p for p in scenes.all_prompts() if p.category in ("colors", "counting", "two_object")]
     imgs = torch.from_numpy(np.stack([scenes.make_scene(p, 3).image for p in prompts]))
     texts = [p.text for p in prompts]
