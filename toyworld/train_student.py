@@ -11,17 +11,23 @@
    continues the saved run in a new phase with those settings; the state then keeps them, so later resumes are exact
    again.
 3. The LoRA (EMA weights) goes to toyworld/weights/student_lora.safetensors in core's LoRA format, and its SHA-256 into
-   SHA256SUMS. The loss curve goes to toyworld/logs/train_student.jsonl (each invocation writes its own; the
-   committed file joins those of the shipped run, a note on top).
+   SHA256SUMS. The loss curve goes to toyworld/logs/train_student.jsonl (`--teacher v2`: train_student_v2.jsonl; each
+   invocation writes its own; the committed file joins those of the shipped run, a note on top).
 
 `--teacher v2` distils the v2 teacher (toyworld/weights/unet_v2.safetensors) with its text encoder (clip_v2) into
 student_v2_lora.safetensors; its default `--data` folder is the v1 one + `_v2`. `--teacher-file` distils teacher
 weights of either arch that are not shipped yet (a training run's output). The shipped v2 student is the defaults, then
-two phases of a stronger discriminator (the default one stays near chance: README, LADD; benchmarks/results/ladd_v2.md):
+two phases of a stronger discriminator (the default one stays near chance: README, LADD; benchmarks/results/ladd_v2.md),
+then reward feedback from the toy match reward (`reward_weight`, loaded here when the run's setting is above 0):
 
     ... -m toyworld.train_student --teacher v2
     ... -m toyworld.train_student --teacher v2 --steps 4800 --phase "g_every=2,lr_d=1e-3"
     ... -m toyworld.train_student --teacher v2 --steps 7200 --phase "g_every=4,lr_d=2e-3"
+    ... -m toyworld.train_student --teacher v2 --steps 8800 --phase "reward_weight=1.0"
+    ... -m toyworld.train_student --teacher v2 --steps 11200
+
+Experiments: pass `--run NAME` (the curve's name under toyworld/logs/) and `--out DIR`, so that the committed curve and
+weights stay as they are.
 """
 
 from __future__ import annotations
@@ -51,8 +57,12 @@ def phase_overrides(text: str) -> dict:
 
 
 def main(argv=None):
-    args, curve = setup("train_student", argv, **DEFAULTS)
     import sys
+
+    given = sys.argv[1:] if argv is None else list(argv)
+    v2 = any(a in ("--teacher=v2",) or (a == "--teacher" and given[i + 1:i + 2] == ["v2"]) for i, a in enumerate(given))
+    # the v2 run's curve is train_student_v2.jsonl: a v2 run must not rewrite the v1 student's committed curve
+    args, curve = setup("train_student", argv, run="train_student_v2" if v2 else "", **DEFAULTS)
 
     import torch
 
