@@ -225,9 +225,10 @@ class LADDInit(io.ComfyNode):
                         renoise_mean=None, renoise_std=None, bf16=None, gradient_checkpointing=None,
                         reward_weight=None):
         return validation.check(cls, rank=rank, seed=seed, heads=heads, grid_steps=grid_steps, loss=loss, lr_g=lr_g,
-                                lr_d=lr_d, r1_weight=r1_weight, reward_weight=reward_weight, g_every=g_every, warmup_steps=warmup_steps, ema=ema,
-                                backward_simulation=backward_simulation, renoise_mean=renoise_mean,
-                                renoise_std=renoise_std, bf16=bf16, gradient_checkpointing=gradient_checkpointing)
+                                lr_d=lr_d, r1_weight=r1_weight, reward_weight=reward_weight, g_every=g_every,
+                                warmup_steps=warmup_steps, ema=ema, backward_simulation=backward_simulation,
+                                renoise_mean=renoise_mean, renoise_std=renoise_std, bf16=bf16,
+                                gradient_checkpointing=gradient_checkpointing)
 
     @classmethod
     def execute(cls, model, rank, seed, heads=_D.heads, grid_steps=_D.grid_steps, loss=_D.loss, lr_g=_D.lr_g,
@@ -238,10 +239,11 @@ class LADDInit(io.ComfyNode):
         from ..distill import features, lora, state, step
 
         validation.require(cls, rank=rank, seed=seed, heads=heads, grid_steps=grid_steps, loss=loss, lr_g=lr_g,
-                           lr_d=lr_d, r1_weight=r1_weight, reward_weight=reward_weight, g_every=g_every, warmup_steps=warmup_steps, ema=ema,
-                           renoise_mean=renoise_mean, renoise_std=renoise_std)
+                           lr_d=lr_d, r1_weight=r1_weight, reward_weight=reward_weight, g_every=g_every,
+                           warmup_steps=warmup_steps, ema=ema, renoise_mean=renoise_mean, renoise_std=renoise_std)
         config = Config(rank=rank, seed=seed, heads=heads, grid_steps=grid_steps, loss=loss, lr_g=lr_g, lr_d=lr_d,
-                        r1_weight=r1_weight, reward_weight=reward_weight, g_every=g_every, warmup_steps=warmup_steps, ema=ema, backward_simulation=backward_simulation,
+                        r1_weight=r1_weight, reward_weight=reward_weight, g_every=g_every,
+                        warmup_steps=warmup_steps, ema=ema, backward_simulation=backward_simulation,
                         renoise_mean=renoise_mean, renoise_std=renoise_std, bf16=bf16,
                         gradient_checkpointing=gradient_checkpointing)
         config.validate()
