@@ -281,9 +281,9 @@ def _feedback(weight: float, reward, vae):
     from .reno import as_stack
 
     if weight <= 0:
-        if reward is not None:
-            raise ValueError("reward: connected, but this run's reward_weight is 0 (LADD Init), so it would be "
-                             "ignored. Set reward_weight > 0 in LADD Init (e.g. 0.2), or disconnect the reward.")
+        if reward is not None:  # a valid graph (e.g. a run whose reward phase is over): say so, do not stop it
+            log.warning("[quickstep] LADD Train: reward is connected, but this run's reward_weight is 0 (LADD Init), "
+                        "so it is not used. Set reward_weight > 0 in LADD Init (e.g. 0.2) to train with it.")
         return None
     if reward is None or vae is None:
         missing = " and ".join(n for n, v in (("reward", reward), ("vae", vae)) if v is None)
