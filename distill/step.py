@@ -301,11 +301,11 @@ class Trainer:
         import comfy.model_management
 
         cfg = self.config
+        if cfg.reward_weight > 0 and self.feedback is None:
+            raise ValueError("reward_weight > 0 needs a reward: set trainer.feedback = RewardFeedback(vae, rewards) "
+                             "(the LADD Train node's reward and vae inputs).")
         with torch.inference_mode(False):  # batches made inside a node's inference mode: copy them into normal ones
             latent = batch["latent"].to(self.device, torch.float32, copy=True)
-            if cfg.reward_weight > 0 and self.feedback is None:
-                raise ValueError("reward_weight > 0 needs a reward: set trainer.feedback = RewardFeedback(vae, "
-                                 "rewards) (the LADD Train node's reward and vae inputs).")
             positive = batch["positive"]
             pooled = batch.get("pooled")
             pooled = pooled.to(self.device, torch.float32, copy=True) if pooled is not None else None

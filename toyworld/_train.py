@@ -15,15 +15,17 @@ import torch
 LOGS = Path(__file__).resolve().parent / "logs"
 
 
-def setup(name: str, argv=None, run: str = "", **defaults) -> tuple[argparse.Namespace, "Curve"]:
+def setup(name: str, argv=None, run=None, **defaults) -> tuple[argparse.Namespace, "Curve"]:
     """Parse `--key value` overrides of `defaults`, seed everything, bring in the pinned ComfyUI host.
 
-    `--run NAME` names the loss curve (default `run`, else `name`), so a second phase logs apart from the first."""
+    `--run NAME` names the loss curve (default `run(args)` when given, else `name`), so a second phase logs apart from
+    the first."""
     parser = argparse.ArgumentParser(prog=f"python -m toyworld.{name}")
-    for key, value in dict(defaults, run=run or name).items():
+    for key, value in dict(defaults, run="").items():
         parser.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value)
     parser.add_argument("--out", type=str, default="", help="weights directory (default: toyworld/weights)")
     args = parser.parse_args(argv)
+    args.run = args.run or (run(args) if run else name)
     torch.set_num_threads(args.threads) if hasattr(args, "threads") else None
     random.seed(args.seed)
     np.random.seed(args.seed)

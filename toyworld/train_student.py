@@ -57,12 +57,10 @@ def phase_overrides(text: str) -> dict:
 
 
 def main(argv=None):
+    # a v2 run's curve is train_student_v2.jsonl: it must not rewrite the v1 student's committed curve
+    args, curve = setup("train_student", argv, run=lambda a: "train_student" + ("_v2" if a.teacher == "v2" else ""),
+                        **DEFAULTS)
     import sys
-
-    given = sys.argv[1:] if argv is None else list(argv)
-    v2 = any(a in ("--teacher=v2",) or (a == "--teacher" and given[i + 1:i + 2] == ["v2"]) for i, a in enumerate(given))
-    # the v2 run's curve is train_student_v2.jsonl: a v2 run must not rewrite the v1 student's committed curve
-    args, curve = setup("train_student", argv, run="train_student_v2" if v2 else "", **DEFAULTS)
 
     import torch
 
